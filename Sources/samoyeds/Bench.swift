@@ -1,0 +1,109 @@
+import ArgumentParser
+import CPUEngine
+import SamoyedsFormat
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `samoyeds bench`: timings with JSON output.
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Benchmarks (JSON output).",
+    subcommands: [CPU.self, Kernel.self, MoE.self])
+
+  /// Dense vs sparse GEMM on the CPU reference engine.
+  struct CPU: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Time the CPU dense and dual-side sparse GEMMs on routed token rows.")
+
+    @Option(help: "Shapes as MxK, comma-separated.")
+    var shapes: String = "1408x2048,2048x1408"
+
+    @Option(help: "Token counts, comma-separated.")
+    var tokens: String = "1,16,64,256"
+
+    @Option(help: "Sparsity pattern N:M:V.", transform: parsePattern)
+    var pattern: SparsePattern = .default
+
+    @Option(help: "Write results as JSON to this file.")
+    var json: String?
+
+    @Option(help: "Timed repetitions (median).")
+    var repetitions: Int = 5
+
+    struct Row: Codable {
+      var m: Int
+      var k: Int
+      var tokens: Int
+      var pattern: String
+      var denseMilliseconds: Double
+      var sparseMilliseconds: Double
+      var speedup: Double
+    }
+
+    func run() throws {
+      let parsedShapes = try shapes.split(separator: ",").map { text -> (Int, Int) in
+        let parts = text.split(separator: "x")
+        guard parts.count == 2, let m = Int(parts[0]), let k = Int(parts[1]) else {
+          throw ValidationError("shape '\(text)' is not MxK")
+        }
+        return (m, k)
+      }
+      let parsedTokens = try tokens.split(separator: ",").map { text -> Int in
+        guard let t = Int(text), t >= 1 else { throw ValidationError("token count '\(text)' is not a positive integer") }
+        return t
+      }
+      var rows: [Row] = []
+      print("\(Fmt.right("m", 6)) \(Fmt.right("k", 6)) \(Fmt.right("T", 6)) \(Fmt.right("dense ms", 10)) \(Fmt.right("sparse ms", 10)) \(Fmt.right("speedup", 8))")
+      for (m, k) in parsedShapes {
+        try pattern.checkApplicable(rows: m, columns: k)
+        var rng = SeededGenerator(seed: UInt64(m * 31 + k))
+        let weight = rng.normalMatrix(rows: m, columns: k, scale: 0.05)
+        let sparse = try SparseMatrix<Float>.prune(weight, pattern: pattern)
+        let denseWeight = sparse.densified()
+        let packed = CPUSparseWeight(sparse)
+        for t in parsedTokens {
+          // Routed rows: every other row of a 2T-row hidden-state matrix.
+          let x = rng.normalMatrix(rows: 2 * t, columns: k)
+          let index = (0..<t).map { Int32(2 * $0) }
+          let dense = try medianTime(repetitions: repetitions) {
+            _ = try CPUGEMM.dense(x, rows: index, weight: denseWeight)
+          }
+          let sparseTime = try medianTime(repetitions: repetitions) {
+            _ = try CPUGEMM.sparse(x, rows: index, weight: packed)
+          }
+          let row = Row(
+            m: m, k: k, tokens: t, pattern: pattern.description, denseMilliseconds: dense,
+            sparseMilliseconds: sparseTime, speedup: dense / sparseTime)
+          rows.append(row)
+          print("\(Fmt.right("\(m)", 6)) \(Fmt.right("\(k)", 6)) \(Fmt.right("\(t)", 6)) \(Fmt.right(Fmt.fixed(dense, 3), 10)) \(Fmt.right(Fmt.fixed(sparseTime, 3), 10)) \(Fmt.right(Fmt.fixed(row.speedup, 2) + "x", 8))")
+        }
+      }
+      if let json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(rows).write(to: URL(fileURLWithPath: json), options: .atomic)
+        print("wrote \(json)")
+      }
+    }
+  }
+
+  struct Kernel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Sparse GPU kernel vs cuBLASLt dense on routed tokens (arrives with issue #3).")
+    func run() throws {
+      throw NotYetAvailable(what: "`bench kernel` (GPU sparse GEMM vs cuBLASLt)", issue: "issue #3")
+    }
+  }
+
+  struct MoE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Whole MoE layer on the GPU vs dense baselines (arrives with issue #5).")
+    func run() throws {
+      throw NotYetAvailable(what: "`bench moe` (GPU MoE layer)", issue: "issue #5")
+    }
+  }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import CPUEngine
+import CUDA
+import SamoyedsFormat
+import SamoyedsModel
+
+/// `samoyeds demo`: one MoE layer, dense and sparse, side by side.
+struct Demo: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Build a mini MoE layer, prune its experts, run dense and sparse forwards, compare.",
+    discussion: """
+      Random weights of the chosen configuration are pruned into the format; the \
+      sparse layer is compared with a dense layer holding the same pruned weights \
+      (so the error measures the engine, not the pruning), and both are timed.
+      """)
+
+  @OptionGroup var model: ModelOptions
+
+  @Option(help: "Tokens in the batch.")
+  var tokens: Int = 64
+
+  @Option(help: "Sparsity pattern N:M:V.", transform: parsePattern)
+  var pattern: SparsePattern = .default
+
+  @Option(help: "Element type the sparse values are stored in (f32, bf16, fp16).", transform: parseDType)
+  var storage: DType = .f32
+
+  @Option(help: "Random seed for weights and tokens.")
+  var seed: UInt64 = 42
+
+  @Option(help: "Timed repetitions (median reported).")
+  var repetitions: Int = 7
+
+  func validate() throws {
+    guard tokens >= 1 else { throw ValidationError("--tokens must be at least 1, got \(tokens)") }
+    guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
+  }
+
+  func run() throws {
+    let config = try model.resolve()
+    try config.validate()
+    try pattern.checkApplicable(rows: config.expertIntermediateSize, columns: config.hiddenSize)
+    try pattern.checkApplicable(rows: config.hiddenSize, columns: config.expertIntermediateSize)
+    if config.expertParameterCount > 200_000_000 {
+      throw ValidationError(
+        "\(config.name) has \(config.expertParameterCount / 1_000_000)M expert parameters per layer; the CPU demo is meant for mini presets (e.g. --preset mixtral-mini)"
+      )
+    }
+
+    print("Samoyeds demo")
+    print("  layer    \(config)")
+    print(
+      "  pattern  \(pattern) (N:M:V + 2:4, \(Fmt.fixed(pattern.density * 100, 1))% dense), values stored as \(storage)")
+    print("  batch    \(tokens) tokens, seed \(seed)")
+    switch DriverProbe.probe() {
+    case .usable(_, let devices):
+      let names = devices.map { "\($0.name) (sm_\($0.computeCapability.major)\($0.computeCapability.minor))" }
+      print("  engine   CPU — GPU found (\(names.joined(separator: ", "))) but this build has no GPU kernels yet (issue #3); falling back to CPU")
+    case .unusable(let reason):
+      print("  engine   CPU — no usable GPU (\(reason)); falling back to CPU")
+    }
+    print("")
+
+    let dense = DenseMoEWeights.random(config: config, seed: seed)
+    let clock = ContinuousClock()
+    let pruneStart = clock.now
+    let (sparseLayer, densePruned) = try dense.pruned(pattern: pattern, storage: storage)
+    let pruneTime = Fmt.milliseconds(clock.now - pruneStart)
+
+    var rng = SeededGenerator(seed: seed &+ 1)
+    let x = rng.normalMatrix(rows: tokens, columns: config.hiddenSize)
+
+    let sparseResult = try CPUMoELayer.forward(x, weights: sparseLayer)
+    let denseResult = try CPUMoELayer.forward(x, weights: densePruned)
+    let error = relativeError(sparseResult.output, denseResult.output)
+    let original = try CPUMoELayer.forward(x, weights: dense.denseLayer())
+    let pruningError = relativeError(denseResult.output, original.output)
+
+    let denseTime = try medianTime(repetitions: repetitions) {
+      _ = try CPUMoELayer.forward(x, weights: densePruned)
+    }
+    let sparseTime = try medianTime(repetitions: repetitions) {
+      _ = try CPUMoELayer.forward(x, weights: sparseLayer)
+    }
+
+    let plan = sparseResult.plan
+    let perExpert = (0..<plan.numExperts).map { plan.entries(ofExpert: $0).count }
+    print("routing      tokens per expert \(perExpert) (\(plan.entryCount) routed rows)")
+    let verdict = error < 1e-3 ? "OK, below 1e-3" : "FAIL, above 1e-3"
+    print("rel. error   \(Fmt.scientific(error)) sparse vs dense on the same pruned weights (f32 accumulation; \(verdict))")
+    print("pruning      \(Fmt.scientific(pruningError)) layer output change from pruning (dense original vs pruned), pruned in \(Fmt.fixed(pruneTime, 1)) ms")
+    let denseBytes = densePruned.expertBytes(dtype: .bf16)
+    let sparseBytes = sparseLayer.expertBytes(dtype: .bf16)
+    print(
+      "memory       expert weights as bf16: dense \(Fmt.bytes(denseBytes)), sparse \(Fmt.bytes(sparseBytes)) (\(Fmt.fixed(100 * Double(sparseBytes) / Double(denseBytes), 1))% of dense)"
+    )
+    print(
+      "time (CPU)   dense \(Fmt.fixed(denseTime, 3)) ms, sparse \(Fmt.fixed(sparseTime, 3)) ms (median of \(repetitions); sparse/dense speed \(Fmt.fixed(denseTime / sparseTime, 2))x)"
+    )
+    if !(error < 1e-3) { throw ExitCode(1) }
+  }
+}
