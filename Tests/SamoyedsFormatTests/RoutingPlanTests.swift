@@ -12,6 +12,10 @@ import Testing
     #expect(plan.tokenIndices == [0, 1, 1, 2, 0, 2])
     #expect(plan.outputSlots == [1, 2, 3, 5, 0, 4])
     #expect(plan.weights == [0.4, 0.7, 0.3, 0.1, 0.6, 0.9])
+    let padded = try plan.padded(toMultipleOf: 4)
+    #expect(padded.expertOffsets == [0, 4, 8, 12])
+    #expect(padded.tokenIndices == [0, 1, -1, -1, 1, 2, -1, -1, 0, 2, -1, -1])
+    #expect(padded.blockExperts == [0, 1, 2])
   }
 
   @Test func randomPlansSatisfyTheRules() throws {
