@@ -29,6 +29,7 @@ let package = Package(
     .library(name: "Checkpoint", targets: ["Checkpoint"]),
     .library(name: "CPUEngine", targets: ["CPUEngine"]),
     .library(name: "CUDA", targets: ["CUDA"]),
+    .library(name: "Kernels", targets: ["Kernels"]),
     .executable(name: "samoyeds", targets: ["samoyeds"]),
   ],
   dependencies: [
@@ -66,11 +67,18 @@ let package = Package(
       swiftSettings: strictSwift
     ),
 
+    .target(
+      name: "Kernels",
+      dependencies: ["CUDA", "SamoyedsFormat"],
+      exclude: ["Resources"],
+      swiftSettings: strictSwift
+    ),
+
     // MARK: Command-line tool
     .executableTarget(
       name: "samoyeds",
       dependencies: [
-        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA",
+        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA", "Kernels",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: strictSwift

@@ -1,0 +1,300 @@
+import CUDA
+import SamoyedsFormat
+
+/// A sparse weight on the GPU, packed for `PortableKernel`.
+public final class GPUSparseWeight: @unchecked Sendable {
+  public let pattern: SparsePattern
+  public let dtype: DType
+  /// Output rows m.
+  public let rows: Int
+  /// Input columns k.
+  public let columns: Int
+  public let condensedRows: Int
+  let fragments: DeviceBuffer
+  let metadata: DeviceBuffer
+  let selection: DeviceBuffer
+
+  /// Uploads a packed weight.
+  public init(context: CUDAContext, packed: PackedSparseWeight) throws(CUDAError) {
+    pattern = packed.pattern
+    dtype = packed.dtype
+    rows = packed.rows
+    columns = packed.columns
+    condensedRows = packed.condensedRows
+    fragments = try DeviceBuffer(context: context, copying: packed.fragments)
+    metadata = try DeviceBuffer(context: context, copying: packed.metadata)
+    selection = try DeviceBuffer(context: context, copying: packed.selection)
+  }
+
+  /// Bytes on the device (fragments + metadata + selections).
+  public var deviceBytes: Int { fragments.byteCount + metadata.byteCount + selection.byteCount }
+}
+
+/// The portable dual-side sparse GEMM (mma.sp m16n8k32, sm_80 and newer).
+///
+/// `Y[i, o] = Σ_c W[o, c] · X[rows[i], c]` for the `count` token rows the
+/// index list names (f32 accumulation), with one of four epilogues. Host
+/// contract in CUTLASS's style: `Arguments` → `canImplement` →
+/// `workspaceBytes` → `run`.
+public enum PortableKernel {
+  /// (N, M) the kernel family is instantiated for, with its token tile.
+  public static let supportedPatterns: [(n: Int, m: Int, tokenTile: Int)] = [
+    (1, 2, 64), (1, 4, 32), (2, 4, 32), (1, 8, 16),
+  ]
+  /// Threads per CTA, condensed rows per warp, pipeline stages (as in the .cu).
+  static let threads = 256
+  static let warps = 8
+  static let rowsPerWarp = 16
+  static let stages = 6
+
+  /// What to do with each result `Y[i, o]`.
+  public enum Epilogue {
+    /// `output` [count, m] bf16/fp16: Y.
+    case store
+    /// `output` [count, m]: SiLU(W·x) ⊙ (up·x); `up` has W's shape and pattern.
+    case siluMul(up: GPUSparseWeight)
+    /// `output` f32 [T, m]: `output[rows[i]] += routeWeights[i] · Y[i]` (atomics).
+    case scaleAdd(routeWeights: DeviceBuffer)
+    /// `output` f32 [T·topK, m]: `output[slots[i]] = routeWeights[i] · Y[i]`;
+    /// `combine` then sums each token's slots in rank order (deterministic).
+    case scaleToSlots(routeWeights: DeviceBuffer, slots: DeviceBuffer)
+
+    var name: String {
+      switch self {
+      case .store: "store"
+      case .siluMul: "silu"
+      case .scaleAdd: "add"
+      case .scaleToSlots: "slots"
+      }
+    }
+  }
+
+  public struct Arguments {
+    public var weight: GPUSparseWeight
+    public var epilogue: Epilogue
+    /// Hidden states [tokens, k], same dtype as the weight.
+    public var x: DeviceBuffer
+    public var tokens: Int
+    /// Int32 [count] rows of `x` to read.
+    public var rows: DeviceBuffer
+    public var count: Int
+    public var output: DeviceBuffer
+    /// Split-k factor; nil chooses one from the shape and the GPU.
+    public var splits: Int?
+
+    public init(
+      weight: GPUSparseWeight, epilogue: Epilogue, x: DeviceBuffer, tokens: Int, rows: DeviceBuffer, count: Int,
+      output: DeviceBuffer, splits: Int? = nil
+    ) {
+      self.weight = weight
+      self.epilogue = epilogue
+      self.x = x
+      self.tokens = tokens
+      self.rows = rows
+      self.count = count
+      self.output = output
+      self.splits = splits
+    }
+  }
+
+  static func tokenTile(_ pattern: SparsePattern) -> Int? {
+    supportedPatterns.first { $0.n == pattern.keptRows && $0.m == pattern.groupRows }?.tokenTile
+  }
+
+  /// Dynamic shared memory of a CTA (max of the pipeline and the epilogue tile).
+  static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern) -> Int {
+    let stage = warps * 32 * 16 + warps * 32 * 4 + bn * (32 + 8) * 2
+    let epilogue = bn * warps * rowsPerWarp * pattern.groupRows / pattern.keptRows * 4
+    return max(stage * stages, epilogue)
+  }
+
+  /// Throws `invalidArgument` naming the first thing the kernel cannot do.
+  public static func canImplement(_ a: Arguments) throws(CUDAError) {
+    let w = a.weight
+    guard tokenTile(w.pattern) != nil else {
+      throw .invalidArgument(
+        "pattern \(w.pattern) has no GPU kernel; supported N:M are \(supportedPatterns.map { "\($0.n):\($0.m)" }.joined(separator: ", "))"
+      )
+    }
+    guard w.dtype == .bf16 || w.dtype == .fp16 else { throw .invalidArgument("weights must be bf16 or fp16") }
+    guard a.count >= 0, a.tokens >= 0 else { throw .invalidArgument("negative token count") }
+    guard a.x.byteCount >= a.tokens * w.columns * 2 else {
+      throw .invalidArgument("x holds \(a.x.byteCount) bytes, [\(a.tokens), \(w.columns)] needs \(a.tokens * w.columns * 2)")
+    }
+    guard a.rows.byteCount >= a.count * 4 else { throw .invalidArgument("rows holds fewer than \(a.count) indices") }
+    let outputElements: Int
+    switch a.epilogue {
+    case .store: outputElements = a.count * w.rows * 2
+    case .siluMul(let up):
+      guard up.rows == w.rows, up.columns == w.columns, up.pattern == w.pattern, up.dtype == w.dtype else {
+        throw .invalidArgument("gate and up weights differ in shape, pattern or dtype")
+      }
+      outputElements = a.count * w.rows * 2
+    case .scaleAdd(let routeWeights):
+      guard routeWeights.byteCount >= a.count * 4 else { throw .invalidArgument("fewer routing weights than rows") }
+      outputElements = a.tokens * w.rows * 4
+    case .scaleToSlots(let routeWeights, let slots):
+      guard routeWeights.byteCount >= a.count * 4, slots.byteCount >= a.count * 4 else {
+        throw .invalidArgument("fewer routing weights or slots than rows")
+      }
+      outputElements = a.count * w.rows * 4  // at least; slots index a [T*topK, m] buffer
+    }
+    guard a.output.byteCount >= outputElements else {
+      throw .invalidArgument("output holds \(a.output.byteCount) bytes, needs at least \(outputElements)")
+    }
+    if let splits = a.splits, splits < 1 { throw .invalidArgument("splits must be >= 1") }
+  }
+
+  /// The split-k factor `run` uses: enough CTAs to fill the GPU twice when
+  /// the tile grid is small, bounded so partials stay small next to the
+  /// weight, and a whole number of chunk pairs per split.
+  public static func plan(_ a: Arguments, multiprocessors: Int) -> (splits: Int, chunksPerSplit: Int) {
+    let chunks = a.weight.columns / 32
+    guard let bn = tokenTile(a.weight.pattern), a.count > 0 else { return (1, chunks) }
+    let warpsPerWeight = if case .siluMul = a.epilogue { warps / 2 } else { warps }
+    let rowTiles = (a.weight.condensedRows + 15) / 16
+    let ctas = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((a.count + bn - 1) / bn)
+    var splits = a.splits ?? 1
+    if a.splits == nil && ctas < multiprocessors {
+      splits = (2 * multiprocessors + ctas - 1) / ctas
+      let partialBytesPerSplit = 2 * a.count * a.weight.rows * 4
+      let budget = max(a.weight.deviceBytes / 4, 4 << 20)
+      splits = max(1, min(splits, budget / max(partialBytesPerSplit, 1), chunks / 2))
+    }
+    var perSplit = (chunks + splits - 1) / splits
+    perSplit += perSplit % 2
+    perSplit = max(perSplit, 2)
+    return ((chunks + perSplit - 1) / perSplit, perSplit)
+  }
+
+  /// Scratch bytes `run` needs (split-k partials).
+  public static func workspaceBytes(_ a: Arguments, multiprocessors: Int) -> Int {
+    let (splits, _) = plan(a, multiprocessors: multiprocessors)
+    return splits > 1 ? splits * 2 * a.count * a.weight.rows * 4 : 0
+  }
+
+  /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
+  public static func run(
+    _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
+  ) throws(CUDAError) {
+    try canImplement(a)
+    if a.count == 0 { return }
+    let w = a.weight
+    guard let bn = tokenTile(w.pattern) else { return }
+    let sms = library.context.multiprocessorCount
+    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms)
+    let needed = splits > 1 ? splits * 2 * a.count * w.rows * 4 : 0
+    if needed > 0 && (workspace?.byteCount ?? 0) < needed {
+      throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
+    }
+    let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
+    let kernel = try library.function(name)
+    let shared = sharedBytes(tokenTile: bn, pattern: w.pattern)
+    try kernel.setMaxDynamicSharedMemory(shared)
+
+    var bytes = ArgumentBytes()
+    func weightArgs(_ weight: GPUSparseWeight) {
+      bytes.pointer(weight.fragments.address)
+      bytes.pointer(weight.metadata.address)
+      bytes.pointer(weight.selection.address)
+      bytes.int32(weight.condensedRows)
+      bytes.int32(weight.rows)
+    }
+    weightArgs(w)
+    var upWeight = w
+    var routeWeights: CUdeviceptr = 0
+    var slots: CUdeviceptr = 0
+    switch a.epilogue {
+    case .store: break
+    case .siluMul(let up): upWeight = up
+    case .scaleAdd(let r): routeWeights = r.address
+    case .scaleToSlots(let r, let s):
+      routeWeights = r.address
+      slots = s.address
+    }
+    weightArgs(upWeight)
+    bytes.pointer(a.x.address)
+    bytes.pointer(a.rows.address)
+    bytes.pointer(routeWeights)
+    bytes.pointer(slots)
+    bytes.int32(a.count)
+    bytes.int32(w.columns)
+    bytes.int32(w.pattern.vectorLength / 32)
+    bytes.int32(chunksPerSplit)
+    bytes.int32(splits)
+    bytes.pointer(a.output.address)  // aligned to 8 by `pointer`
+    bytes.pointer(splits > 1 ? (workspace?.address ?? 0) : 0)
+    var arguments = KernelArguments()
+    arguments.append(bytes: bytes.bytes)
+
+    let warpsPerWeight = if case .siluMul = a.epilogue { warps / 2 } else { warps }
+    let rowTiles = (w.condensedRows + 15) / 16
+    let grid = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight, (a.count + bn - 1) / bn, splits)
+    try kernel.launch(grid: grid, block: (threads, 1, 1), sharedMemoryBytes: shared, stream: stream, arguments: arguments)
+    if splits > 1 {
+      let epilogue = try library.function(name + "_split")
+      let blocks = min((a.count * w.rows + 255) / 256, sms * 8)
+      try epilogue.launch(grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+    }
+  }
+
+  /// Deterministic combine: `out[t, c] = Σ_rank slots[t·topK + rank, c]`
+  /// (f32, rank order). `slots` [T·topK, hidden] must be zero where no
+  /// entry wrote.
+  public static func combine(
+    slots: DeviceBuffer, into out: DeviceBuffer, tokens: Int, topK: Int, hidden: Int, library: KernelLibrary,
+    stream: CUDAStream
+  ) throws(CUDAError) {
+    guard slots.byteCount >= tokens * topK * hidden * 4, out.byteCount >= tokens * hidden * 4 else {
+      throw .invalidArgument("combine buffers too small for [\(tokens), \(topK), \(hidden)]")
+    }
+    if tokens == 0 { return }
+    var arguments = KernelArguments()
+    arguments.append(slots)
+    arguments.append(out)
+    arguments.append(Int32(tokens))
+    arguments.append(Int32(topK))
+    arguments.append(Int32(hidden))
+    let blocks = min((tokens * hidden + 255) / 256, library.context.multiprocessorCount * 8)
+    try library.function("samoyeds_combine").launch(
+      grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+  }
+
+  /// Copies rows `rows[i]` of `x` [*, k] into `out` [count, k] (the dense
+  /// baseline's gather).
+  public static func gatherRows(
+    x: DeviceBuffer, rows: DeviceBuffer, count: Int, k: Int, into out: DeviceBuffer, library: KernelLibrary,
+    stream: CUDAStream
+  ) throws(CUDAError) {
+    guard k % 8 == 0, out.byteCount >= count * k * 2 else { throw .invalidArgument("gather: bad k or output size") }
+    if count == 0 { return }
+    var arguments = KernelArguments()
+    arguments.append(x)
+    arguments.append(rows)
+    arguments.append(out)
+    arguments.append(Int32(count))
+    arguments.append(Int32(k))
+    let blocks = min((count * k / 8 + 255) / 256, library.context.multiprocessorCount * 16)
+    try library.function("samoyeds_gather_rows").launch(
+      grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+  }
+}
+
+/// Builds a C struct's bytes field by field with C's alignment rules.
+struct ArgumentBytes {
+  var bytes: [UInt8] = []
+
+  mutating func align(_ n: Int) {
+    while bytes.count % n != 0 { bytes.append(0) }
+  }
+
+  mutating func pointer(_ value: UInt64) {
+    align(8)
+    withUnsafeBytes(of: value) { bytes += $0 }
+  }
+
+  mutating func int32(_ value: Int) {
+    align(4)
+    withUnsafeBytes(of: Int32(truncatingIfNeeded: value)) { bytes += $0 }
+  }
+}

@@ -1,0 +1,395 @@
+// Dual-side sparse GEMM, portable (sm_80 and newer): mma.sp m16n8k32.
+//
+//   Y[i, o] = sum_c W[o, c] * X[rows[i], c]     (f32 accumulation)
+//
+// W is an expert weight [m, k] in the Samoyeds format (N:M:V + 2:4), repacked
+// on the host (Sources/Kernels/SparseGEMMPacking.swift) into mma fragment
+// order; X is the hidden-state matrix [T, k], read row by row through the
+// index list `rows` (the activation side: no gathered copy). Layout of this
+// file: device helpers (one per PTX instruction), the tile layout in shared
+// memory, the main kernel (producer = cp.async of every thread, consumer =
+// the warps' mma.sp), its epilogues, then the split-k epilogue and combine
+// kernels. docs/KERNELS.md explains the design with a worked example.
+
+#include "samoyeds_common.cuh"
+
+namespace samoyeds {
+
+// ---------------------------------------------------------------------------
+// Tile configuration
+// ---------------------------------------------------------------------------
+
+constexpr int kWarps = 8;              // warps per CTA
+constexpr int kThreads = kWarps * 32;  // threads per CTA
+constexpr int kRowsPerWarp = 16;       // condensed rows per warp (one mma M)
+constexpr int kChunk = 32;             // logical k per mma.sp (k32)
+constexpr int kStages = 6;             // cp.async pipeline depth (chunks)
+
+// Shared memory per stage:
+//   A  fragments  kWarps x 32 lanes x 16 B        4096 B
+//   E  metadata   kWarps x 32 lanes x 4 B  (a pair of chunks per word; the
+//                 stage of the even chunk holds it)                 1024 B
+//   B  token rows BN x (32 k + 8 pad) bf16 = BN x 80 B (conflict-free ldmatrix)
+constexpr int kAStageBytes = kWarps * 32 * 16;
+constexpr int kEStageBytes = kWarps * 32 * 4;
+constexpr int kBRowBytes = (kChunk + 8) * 2;
+
+template <int BN>
+struct StageLayout {
+  static constexpr int a = 0;
+  static constexpr int e = kAStageBytes;
+  static constexpr int b = kAStageBytes + kEStageBytes;
+  static constexpr int bytes = b + BN * kBRowBytes;
+};
+
+// Epilogue tile, reusing the pipeline's shared memory: f32 [BN][outRows],
+// outRows = kWarps * 16 * M / N output rows of the CTA.
+template <int BN, int N, int M>
+struct EpilogueLayout {
+  static constexpr int outRows = kWarps * kRowsPerWarp * M / N;
+  static constexpr int bytes = BN * outRows * 4;
+};
+
+template <int BN, int N, int M>
+constexpr int sharedBytes() {
+  return StageLayout<BN>::bytes * kStages > EpilogueLayout<BN, N, M>::bytes
+             ? StageLayout<BN>::bytes * kStages
+             : EpilogueLayout<BN, N, M>::bytes;
+}
+
+// ---------------------------------------------------------------------------
+// Kernel arguments
+// ---------------------------------------------------------------------------
+
+struct WeightArgs {
+  const uint4* a;             // [rowTiles][chunks][32] fragments
+  const uint32_t* e;          // [rowTiles][chunkPairs][32] metadata words
+  const uint8_t* selection;   // [mc][vectors] canonical row selections
+  int mc;                     // condensed rows
+  int m;                      // output rows
+};
+
+struct GemmArgs {
+  WeightArgs w0;              // the weight (gate in the SiLU mode)
+  WeightArgs w1;              // up (SiLU mode only)
+  const uint16_t* x;          // hidden states [T, k] (bf16 or fp16 bits)
+  const int* rows;            // [count] token rows of X to read
+  const float* routeWeights;  // [count] routing weights (scale-add modes)
+  const int* slots;           // [count] output slots (deterministic mode)
+  int count;                  // routed token rows
+  int k;                      // input features
+  int vectorChunks;           // V / 32
+  int chunksPerSplit;         // chunks each split handles
+  int splits;                 // split-k factor (grid.z)
+  void* out;                  // see Epilogue
+  float* partial;             // [splits][2][count][m] f32 when splits > 1
+};
+
+enum Epilogue : int {
+  kStore = 0,         // out: bf16/fp16 [count][m]        Y[i, o]
+  kSiluMul = 1,       // out: bf16/fp16 [count][m]        SiLU(W0 x) * (W1 x)
+  kScaleAdd = 2,      // out: f32 [T][m], atomicAdd(out[rows[i], o], w_i * Y[i, o])
+  kScaleSlots = 3,    // out: f32 [T*topK][m], out[slots[i], o] = w_i * Y[i, o]
+};
+
+// ---------------------------------------------------------------------------
+// The main kernel
+// ---------------------------------------------------------------------------
+//
+// Grid: x = row tiles (kWarps * 16 condensed rows; half that per weight in
+// the SiLU mode), y = token tiles of BN, z = k splits. Every warp owns 16
+// condensed rows and all BN tokens of the tile: 16 x BN per k32 chunk is
+// BN / 8 mma.sp. The row selection is folded once per vector: the chunk
+// results of a vector accumulate in `part`, which is then added to the bank
+// of the output row this vector's selection names (BANKS = M - N + 1
+// possible rows per condensed row), so no multiply is wasted on a row the
+// format left empty.
+
+template <typename T, int N, int M, int BN, int EPILOGUE>
+__device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
+  constexpr int BANKS = M - N + 1;
+  constexpr int NT = BN / 8;  // n8 tiles per warp
+  using Stage = StageLayout<BN>;
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const bool silu = EPILOGUE == kSiluMul;
+  // In the SiLU mode warps 0-3 run W0 (gate) and warps 4-7 run W1 (up) on
+  // the same rows and the same token tile.
+  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
+  const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
+  const int rowTile = blockIdx.x * warpsPerWeight + (warp % warpsPerWeight);
+  const int rowTiles = (w.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+  const bool warpActive = rowTile < rowTiles;
+  const int tokenBase = blockIdx.y * BN;
+
+  const int chunks = args.k / kChunk;
+  const int chunkPairs = (chunks + 1) / 2;
+  const int firstChunk = blockIdx.z * args.chunksPerSplit;
+  const int lastChunk = min(chunks, firstChunk + args.chunksPerSplit);
+  const int myChunks = lastChunk - firstChunk;
+
+  // ---- producer: every thread issues cp.async for one stage ----
+  auto loadStage = [&](int stage, int chunk) {
+    unsigned char* base = smem + stage * Stage::bytes;
+    // A: one 16 B fragment per lane of every warp.
+    {
+      const int t = threadIdx.x;  // kThreads == kWarps * 32
+      const int wv = t / 32;
+      const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
+      const int tile = blockIdx.x * warpsPerWeight + (wv % warpsPerWeight);
+      const bool valid = tile < (wt.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+      const uint4* src = wt.a + ((size_t)(valid ? tile : 0) * chunks + chunk) * 32 + (t % 32);
+      cpAsync16(base + Stage::a + t * 16, src, valid);
+    }
+    // E: the pair's metadata word per lane, loaded with the even chunk.
+    if ((chunk % 2 == 0 || chunk == firstChunk) && threadIdx.x < kWarps * 32 / 4) {
+      // 64 threads move kWarps * 32 words, 4 words (16 B) each.
+      const int t = threadIdx.x;
+      const int wv = t / 8;
+      const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
+      const int tile = blockIdx.x * warpsPerWeight + (wv % warpsPerWeight);
+      const bool valid = tile < (wt.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+      const uint32_t* src = wt.e + ((size_t)(valid ? tile : 0) * chunkPairs + chunk / 2) * 32 + (t % 8) * 4;
+      cpAsync16(base + Stage::e + t * 16, src, valid);
+    }
+    // B: BN token rows x 32 k (64 B = 4 x 16 B each), gathered by index.
+    for (int t = threadIdx.x; t < BN * 4; t += kThreads) {
+      const int n = t / 4;
+      const int part = t % 4;
+      const int token = tokenBase + n;
+      const bool valid = token < args.count;
+      const int row = valid ? args.rows[token] : 0;
+      const uint16_t* src = args.x + (size_t)row * args.k + chunk * kChunk + part * 8;
+      cpAsync16(base + Stage::b + n * kBRowBytes + part * 16, src, valid);
+    }
+  };
+
+  float part[NT][4];
+  float bank[BANKS][NT][4];
+#pragma unroll
+  for (int b = 0; b < BANKS; ++b)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) bank[b][t][i] = 0.f;
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) part[t][i] = 0.f;
+
+  // Prologue: fill kStages - 1 stages.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < myChunks) loadStage(s, firstChunk + s);
+    cpAsyncCommit();
+  }
+
+  const int g = lane / 4;  // row within the 16 (and g + 8)
+  uint32_t metadata = 0;
+  for (int i = 0; i < myChunks; ++i) {
+    cpAsyncWait<kStages - 2>();
+    __syncthreads();
+    // Refill the stage consumed last iteration.
+    if (i + kStages - 1 < myChunks) loadStage((i + kStages - 1) % kStages, firstChunk + i + kStages - 1);
+    cpAsyncCommit();
+
+    const int chunk = firstChunk + i;
+    const unsigned char* base = smem + (i % kStages) * Stage::bytes;
+    if (warpActive) {
+      const uint4 a = *reinterpret_cast<const uint4*>(base + Stage::a + threadIdx.x * 16);
+      if (chunk % 2 == 0 || i == 0) {
+        metadata = *reinterpret_cast<const uint32_t*>(base + Stage::e + threadIdx.x * 4);
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        uint32_t b[4];
+        // Tokens t*8 .. t*8+7, k 0..31 of the chunk: four 8x8 matrices.
+        const unsigned char* rowPtr = base + Stage::b + (t * 8 + (lane % 8)) * kBRowBytes + (lane / 8) * 16;
+        ldmatrixX4(b, rowPtr);
+        if (chunk % 2 == 0) {
+          mmaSparse<T, 0>(part[t], a, b, metadata);
+        } else {
+          mmaSparse<T, 1>(part[t], a, b, metadata);
+        }
+      }
+      // End of a vector (or of this split): fold into the selected banks.
+      if ((chunk + 1) % args.vectorChunks == 0 || i == myChunks - 1) {
+        const int vector = chunk / args.vectorChunks;
+        const int vectors = args.k / (args.vectorChunks * kChunk);
+        const int r0 = rowTile * kRowsPerWarp + g;
+        const int r1 = r0 + 8;
+        const int b0 = r0 < w.mc ? int(w.selection[(size_t)r0 * vectors + vector]) - r0 % N : 0;
+        const int b1 = r1 < w.mc ? int(w.selection[(size_t)r1 * vectors + vector]) - r1 % N : 0;
+#pragma unroll
+        for (int b = 0; b < BANKS; ++b) {
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            if (b == b0) {
+              bank[b][t][0] += part[t][0];
+              bank[b][t][1] += part[t][1];
+            }
+            if (b == b1) {
+              bank[b][t][2] += part[t][2];
+              bank[b][t][3] += part[t][3];
+            }
+          }
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) part[t][j] = 0.f;
+      }
+    }
+  }
+  cpAsyncWait<0>();
+  __syncthreads();
+
+  // ---- epilogue: banks -> shared f32 tile [BN][outRows] -> global ----
+  using Tile = EpilogueLayout<BN, N, M>;
+  float* tile = reinterpret_cast<float*>(smem);
+  for (int i = threadIdx.x; i < BN * Tile::outRows; i += kThreads) tile[i] = 0.f;
+  __syncthreads();
+  if (warpActive) {
+    // Warp-local output rows: condensed row r (0..15 in the warp) of group
+    // r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
+    // 16 * M / N rows. With N > 1 two (row, bank) pairs can name the same
+    // output row, hence the shared atomics.
+    const int warpOut = warp * kRowsPerWarp * M / N;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = g + 8 * half;
+#pragma unroll
+      for (int b = 0; b < BANKS; ++b) {
+        const int o = warpOut + (r / N) * M + r % N + b;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const int n = t * 8 + (lane % 4) * 2;
+          atomicAdd(&tile[n * Tile::outRows + o], bank[b][t][2 * half]);
+          atomicAdd(&tile[(n + 1) * Tile::outRows + o], bank[b][t][2 * half + 1]);
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Tile row o (local) -> output row of the weight.
+  const int rowsPerWeightTile = warpsPerWeight * kRowsPerWarp * M / N;
+  const int outBase = blockIdx.x * rowsPerWeightTile;
+  const int m = args.w0.m;
+  const int columns = silu ? rowsPerWeightTile : Tile::outRows;
+  for (int idx = threadIdx.x; idx < BN * columns; idx += kThreads) {
+    const int n = idx / columns;
+    const int o = idx % columns;
+    const int token = tokenBase + n;
+    const int row = outBase + o;
+    if (token >= args.count || row >= m) continue;
+    float value = tile[n * Tile::outRows + o];
+    if (args.splits > 1) {
+      // Split-k: plain f32 partials, reduced in order by splitEpilogue.
+      float* p = args.partial + ((size_t)blockIdx.z * 2 * args.count + token) * m + row;
+      p[0] = value;
+      if (silu) p[(size_t)args.count * m] = tile[n * Tile::outRows + o + rowsPerWeightTile];
+      continue;
+    }
+    if (EPILOGUE == kStore) {
+      reinterpret_cast<T*>(args.out)[(size_t)token * m + row] = fromFloat<T>(value);
+    } else if (EPILOGUE == kSiluMul) {
+      const float up = tile[n * Tile::outRows + o + rowsPerWeightTile];
+      reinterpret_cast<T*>(args.out)[(size_t)token * m + row] = fromFloat<T>(siluf(value) * up);
+    } else if (EPILOGUE == kScaleAdd) {
+      atomicAdd(reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row,
+                args.routeWeights[token] * value);
+    } else {
+      reinterpret_cast<float*>(args.out)[(size_t)args.slots[token] * m + row] = args.routeWeights[token] * value;
+    }
+  }
+}
+
+// Split-k epilogue: sums the splits' partials in order (deterministic) and
+// applies the epilogue. One thread per (token, output row).
+template <typename T, int EPILOGUE>
+__device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
+  const int m = args.w0.m;
+  const size_t total = (size_t)args.count * m;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    const int token = int(idx / m);
+    const int row = int(idx % m);
+    float value = 0.f, up = 0.f;
+    for (int s = 0; s < args.splits; ++s) {
+      const float* p = args.partial + ((size_t)s * 2 * args.count + token) * m + row;
+      value += p[0];
+      if (EPILOGUE == kSiluMul) up += p[total];
+    }
+    if (EPILOGUE == kStore) {
+      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(value);
+    } else if (EPILOGUE == kSiluMul) {
+      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(siluf(value) * up);
+    } else if (EPILOGUE == kScaleAdd) {
+      atomicAdd(reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row,
+                args.routeWeights[token] * value);
+    } else {
+      reinterpret_cast<float*>(args.out)[(size_t)args.slots[token] * m + row] = args.routeWeights[token] * value;
+    }
+  }
+}
+
+}  // namespace samoyeds
+
+// ---------------------------------------------------------------------------
+// Entry points: extern "C" names, one per (type, pattern, BN, epilogue).
+// SAMOYEDS_GEMM(name, T, N, M, BN, EPILOGUE)
+// ---------------------------------------------------------------------------
+
+#define SAMOYEDS_GEMM(NAME, T, N, M, BN, EPI)                                                    \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+      NAME(const samoyeds::GemmArgs args) {                                                      \
+    samoyeds::dualSparseGemm<T, N, M, BN, EPI>(args);                                            \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) NAME##_split(const samoyeds::GemmArgs args) { \
+    samoyeds::splitEpilogue<T, EPI>(args);                                                       \
+  }
+
+#define SAMOYEDS_GEMM_EPILOGUES(PREFIX, T, N, M, BN)               \
+  SAMOYEDS_GEMM(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
+  SAMOYEDS_GEMM(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
+  SAMOYEDS_GEMM(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
+  SAMOYEDS_GEMM(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
+
+// Patterns with up to 2 banks use 64-token tiles; up to 4 banks 32; up to 8, 16.
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m2, samoyeds::bf16, 1, 2, 64)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m2, samoyeds::fp16, 1, 2, 64)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m4, samoyeds::bf16, 1, 4, 32)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m4, samoyeds::fp16, 1, 4, 32)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n2m4, samoyeds::bf16, 2, 4, 32)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n2m4, samoyeds::fp16, 2, 4, 32)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m8, samoyeds::bf16, 1, 8, 16)
+SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m8, samoyeds::fp16, 1, 8, 16)
+
+// Combine for the deterministic mode: out[t, c] = sum over ranks of
+// slots[t * topK + rank, c], in rank order. out f32 [T][hidden].
+extern "C" __global__ void __launch_bounds__(256)
+    samoyeds_combine(const float* slots, float* out, int tokens, int topK, int hidden) {
+  const size_t total = (size_t)tokens * hidden;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    const size_t t = idx / hidden;
+    const size_t c = idx % hidden;
+    float sum = 0.f;
+    for (int r = 0; r < topK; ++r) sum += slots[(t * topK + r) * hidden + c];
+    out[idx] = sum;
+  }
+}
+
+// Dense baseline helper: copies the routed rows of X into a contiguous
+// [count][k] buffer (what a dense GEMM needs first). 16 B per thread.
+extern "C" __global__ void __launch_bounds__(256)
+    samoyeds_gather_rows(const uint4* x, const int* rows, uint4* out, int count, int k) {
+  const int perRow = k / 8;  // uint4 = 8 x 16-bit
+  const size_t total = (size_t)count * perRow;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    const size_t i = idx / perRow;
+    const size_t c = idx % perRow;
+    out[idx] = x[(size_t)rows[i] * perRow + c];
+  }
+}

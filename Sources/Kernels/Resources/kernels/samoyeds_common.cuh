@@ -1,0 +1,97 @@
+// Device helpers shared by the Samoyeds kernels: fixed-width types, 16-bit
+// float storage types and one wrapper per PTX instruction, each with the PTX
+// ISA section it implements. No CUDA headers are needed, so NVRTC compiles
+// this file from memory on any machine.
+#pragma once
+
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+typedef unsigned long long size_t_;
+
+namespace samoyeds {
+
+/// bf16 and fp16 as storage (16 bits); arithmetic is f32.
+struct bf16 { uint16_t bits; };
+struct fp16 { uint16_t bits; };
+
+template <typename T> __device__ __forceinline__ T fromFloat(float v);
+
+// cvt.rn.bf16.f32 (PTX ISA "cvt"): round to nearest even.
+template <> __device__ __forceinline__ bf16 fromFloat<bf16>(float v) {
+  uint16_t r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return bf16{r};
+}
+
+// cvt.rn.f16.f32.
+template <> __device__ __forceinline__ fp16 fromFloat<fp16>(float v) {
+  uint16_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return fp16{r};
+}
+
+__device__ __forceinline__ float siluf(float x) { return x / (1.f + __expf(-x)); }
+
+// cp.async.cg.shared.global (PTX ISA "cp.async"): 16 bytes global -> shared,
+// bypassing L1; when `valid` is false the source size is 0 and the 16
+// destination bytes are zero-filled.
+__device__ __forceinline__ void cpAsync16(void* sharedDst, const void* globalSrc, bool valid) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(sharedDst);
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(globalSrc), "r"(bytes));
+}
+
+// cp.async.commit_group.
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// cp.async.wait_group N: at most N groups still in flight.
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 (PTX ISA "ldmatrix"): four 8x8
+// b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, and lane l
+// receives row l/4, columns 2(l%4), 2(l%4)+1 of each matrix in r[j].
+__device__ __forceinline__ void ldmatrixX4(uint32_t r[4], const void* sharedRow) {
+  const unsigned address = (unsigned)__cvta_generic_to_shared(sharedRow);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{bf16,f16}
+// (PTX ISA "Multiply-and-Accumulate Instruction: mma.sp"): D = A * B + D with
+// A a 16x32 2:4-sparse matrix given as its 16x16 compressed values (four
+// registers, the m16n8k16 A-fragment layout), B 32x8 (four registers), D
+// 16x8 f32, `e` the 2-bit positions and SELECTOR the pair of lanes of each
+// quad that supplies them (0: lanes 0,1; 1: lanes 2,3).
+template <typename T, int SELECTOR>
+__device__ __forceinline__ void mmaSparse(float d[4], const uint4& a, const uint32_t b[4], uint32_t e);
+
+#define SAMOYEDS_MMA_SP(TYPE, PTXTYPE)                                                                  \
+  template <>                                                                                          \
+  __device__ __forceinline__ void mmaSparse<TYPE, 0>(float d[4], const uint4& a, const uint32_t b[4],  \
+                                                     uint32_t e) {                                      \
+    asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." PTXTYPE "." PTXTYPE      \
+                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;\n"      \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                      \
+                 : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), \
+                   "r"(e));                                                                            \
+  }                                                                                                    \
+  template <>                                                                                          \
+  __device__ __forceinline__ void mmaSparse<TYPE, 1>(float d[4], const uint4& a, const uint32_t b[4],  \
+                                                     uint32_t e) {                                      \
+    asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32." PTXTYPE "." PTXTYPE      \
+                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x1;\n"      \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                      \
+                 : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), \
+                   "r"(e));                                                                            \
+  }
+
+SAMOYEDS_MMA_SP(bf16, "bf16")
+SAMOYEDS_MMA_SP(fp16, "f16")
+
+}  // namespace samoyeds

@@ -1,0 +1,171 @@
+import CUDA
+import Kernels
+import SamoyedsFormat
+
+/// One row of `bench kernel`.
+struct KernelBenchRow: Codable {
+  var m: Int
+  var k: Int
+  var tokens: Int
+  var sparseMilliseconds: Double
+  var denseMilliseconds: Double
+  var denseGemmOnlyMilliseconds: Double
+  var ratio: Double
+  var sparseTFLOPS: Double
+  var denseTFLOPS: Double
+  var sparseGBps: Double
+  var denseGBps: Double
+  var splits: Int
+
+  static let header =
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits"
+
+  var line: String {
+    Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
+      + Fmt.right(Fmt.fixed(sparseMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(denseMilliseconds, 4), 10) + " "
+      + Fmt.right(Fmt.fixed(denseGemmOnlyMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(ratio, 2) + "x", 7) + " "
+      + Fmt.right(Fmt.fixed(sparseTFLOPS, 1), 12) + " " + Fmt.right(Fmt.fixed(denseTFLOPS, 1), 11) + " "
+      + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7)
+  }
+}
+
+struct KernelBenchDocument: Codable {
+  var device: String
+  var architecture: String
+  var pattern: String
+  var rows: [KernelBenchRow]
+}
+
+/// Times the sparse kernel and the dense baseline on one shape, side by
+/// side in one process. Weights are built once per shape; token counts reuse
+/// them.
+final class KernelBench {
+  let session: GPUSession
+  let cublas: CublasLt
+  let m: Int
+  let k: Int
+  let pattern: SparsePattern
+  let samples: Int
+  let sparseWeights: [GPUSparseWeight]
+  let denseWeights: [DeviceBuffer]
+
+  /// Launches per timed sample (amortizes the host's launch cost).
+  static let launchesPerSample = 10
+
+  init(session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int) throws {
+    self.session = session
+    self.cublas = cublas
+    self.m = m
+    self.k = k
+    self.pattern = pattern
+    self.samples = samples
+    let context = session.context
+    var rng = SeededGenerator(seed: UInt64(m &* 131 &+ k &* 7))
+    // Copies so one rotation exceeds the L2 cache several times.
+    let (first, _) = try randomSparseWeight(m: m, k: k, pattern: pattern, dtype: .bf16, rng: &rng, context: context)
+    let sparseCopies = max(2, min(8, (3 * context.l2CacheBytes) / max(first.deviceBytes, 1) + 1))
+    var sparseWeights = [first]
+    for _ in 1..<sparseCopies {
+      sparseWeights.append(try randomSparseWeight(m: m, k: k, pattern: pattern, dtype: .bf16, rng: &rng, context: context).gpu)
+    }
+    let denseCopies = max(2, min(8, (3 * context.l2CacheBytes) / (m * k * 2) + 1))
+    let block = randomBits(count: 1 << 20, scale: 0.05, rng: &rng)
+    var denseWeights: [DeviceBuffer] = []
+    for copy in 0..<denseCopies {
+      denseWeights.append(try DeviceBuffer(context: context, copying: tiled(block, count: m * k, offset: copy * 7919)))
+    }
+    self.sparseWeights = sparseWeights
+    self.denseWeights = denseWeights
+  }
+
+  func run(tokens: Int) throws -> KernelBenchRow {
+    let context = session.context
+    let stream = session.stream
+    var rng = SeededGenerator(seed: UInt64(m &* 131 &+ k &* 7 &+ tokens))
+    let hiddenRows = 4 * tokens
+    // Hidden states [4T, k]: random bf16 (never zeros), tiled from a block.
+    let xBuffer = try DeviceBuffer(
+      context: context, copying: tiled(randomBits(count: 1 << 20, scale: 1, rng: &rng), count: hiddenRows * k, offset: 0))
+    let rows = Array((0..<hiddenRows).shuffled(using: &rng).prefix(tokens)).sorted().map(Int32.init)
+    let rowBuffer = try DeviceBuffer(context: context, copying: rows)
+    let sparseOut = try DeviceBuffer(context: context, byteCount: tokens * m * 2)
+    let gathered = try DeviceBuffer(context: context, byteCount: tokens * k * 2)
+    let denseOut = try DeviceBuffer(context: context, byteCount: tokens * m * 2)
+    let plan = try cublas.plan(tokens: tokens, m: m, k: k)
+    let first = sparseWeights[0]
+
+    func arguments(_ weight: GPUSparseWeight) -> PortableKernel.Arguments {
+      PortableKernel.Arguments(
+        weight: weight, epilogue: .store, x: xBuffer, tokens: hiddenRows, rows: rowBuffer, count: tokens,
+        output: sparseOut)
+    }
+    let workspaceBytes = PortableKernel.workspaceBytes(arguments(first), multiprocessors: context.multiprocessorCount)
+    let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
+    let splits = PortableKernel.plan(arguments(first), multiprocessors: context.multiprocessorCount).splits
+
+    var launch = 0
+    let sparse = try time {
+      try PortableKernel.run(
+        arguments(sparseWeights[launch % sparseWeights.count]), workspace: workspace, library: session.library,
+        stream: stream)
+      launch += 1
+    }
+    let denseGemm = try time {
+      try plan.run(
+        x: gathered.address, w: denseWeights[launch % denseWeights.count].address, y: denseOut.address, stream: stream)
+      launch += 1
+    }
+    let dense = try time {
+      try PortableKernel.gatherRows(
+        x: xBuffer, rows: rowBuffer, count: tokens, k: k, into: gathered, library: session.library, stream: stream)
+      try plan.run(
+        x: gathered.address, w: denseWeights[launch % denseWeights.count].address, y: denseOut.address, stream: stream)
+      launch += 1
+    }
+    let flops = 2.0 * Double(m) * Double(k) * Double(tokens)
+    let sparseBytes = Double(first.deviceBytes + tokens * k * 2 + tokens * m * 2 + tokens * 4)
+    let denseMoved = Double(m * k * 2 + 2 * tokens * k * 2 + tokens * k * 2 + tokens * m * 2)
+    return KernelBenchRow(
+      m: m, k: k, tokens: tokens, sparseMilliseconds: sparse, denseMilliseconds: dense,
+      denseGemmOnlyMilliseconds: denseGemm, ratio: dense / sparse, sparseTFLOPS: flops / sparse / 1e9,
+      denseTFLOPS: flops / dense / 1e9, sparseGBps: sparseBytes / sparse / 1e6, denseGBps: denseMoved / dense / 1e6,
+      splits: splits)
+  }
+
+  /// Median milliseconds per launch of `body` (CUDA events around batches).
+  func time(_ body: () throws -> Void) throws -> Double {
+    let stream = session.stream
+    for _ in 0..<3 { try body() }
+    try stream.synchronize()
+    let start = try CUDAEvent(context: session.context)
+    let end = try CUDAEvent(context: session.context)
+    var samplesMs: [Double] = []
+    for _ in 0..<max(1, samples) {
+      try start.record(on: stream)
+      for _ in 0..<Self.launchesPerSample { try body() }
+      try end.record(on: stream)
+      try end.synchronize()
+      samplesMs.append(Double(try end.milliseconds(since: start)) / Double(Self.launchesPerSample))
+    }
+    samplesMs.sort()
+    return samplesMs[samplesMs.count / 2]
+  }
+}
+
+/// `count` random bf16 bit patterns, uniform in ±scale (never all zero).
+func randomBits(count: Int, scale: Float, rng: inout SeededGenerator) -> [UInt16] {
+  (0..<count).map { _ in BFloat16(Float.random(in: -scale..<scale, using: &rng)).bitPattern }
+}
+
+/// `block` repeated to `count` elements, starting `offset` into it.
+func tiled(_ block: [UInt16], count: Int, offset: Int) -> [UInt16] {
+  var result = [UInt16]()
+  result.reserveCapacity(count)
+  var i = offset % block.count
+  while result.count < count {
+    let take = min(block.count - i, count - result.count)
+    result += block[i..<(i + take)]
+    i = 0
+  }
+  return result
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build a portable binary here, then verify and benchmark on a GPU machine.
+#
+#   scripts/gpu-check.sh build        # here (Swift toolchain): dist/samoyeds + dist/samoyeds-kernels/*.cu
+#   scripts/gpu-check.sh run [OUT]    # on the GPU machine: verify, sanitizers, bench, plot
+#
+# `run` writes OUT/verify.log, OUT/sanitizer-*.log, OUT/bench-kernel.json,
+# OUT/bench-kernel.png and prints a short table last. Set QUICK=1 to skip
+# the sanitizers; BENCH_ARGS to pass options to `bench kernel`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+build)
+  swift build -c release --static-swift-stdlib
+  rm -rf dist && mkdir -p dist
+  cp .build/release/samoyeds dist/
+  strip dist/samoyeds
+  cp -R Sources/Kernels/Resources/kernels dist/samoyeds-kernels
+  cp scripts/plot_kernel_bench.py dist/
+  ls -la dist
+  ;;
+run)
+  out="${2:-${OUT:-out}}"
+  mkdir -p "$out"
+  bin=dist/samoyeds
+  export SAMOYEDS_CACHE_DIR="${SAMOYEDS_CACHE_DIR:-/tmp/samoyeds-cache}"
+  "$bin" info | tee "$out/info.log"
+  set +e
+  "$bin" verify 2>&1 | tee "$out/verify.log"
+  verify_status=${PIPESTATUS[0]}
+  if [ "${QUICK:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; then
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" verify --filter "256x256 1:2:128" >"$out/sanitizer-memcheck.log" 2>&1
+    echo "memcheck exit $? ($(grep -c ERROR "$out/sanitizer-memcheck.log") ERROR lines)"
+    compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "64x96 2:4:32 store" >"$out/sanitizer-racecheck.log" 2>&1
+    echo "racecheck exit $? ($(grep -cE 'ERROR|hazard' "$out/sanitizer-racecheck.log") hazard lines)"
+  fi
+  # shellcheck disable=SC2086
+  "$bin" bench kernel --json "$out/bench-kernel.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
+  bench_status=${PIPESTATUS[0]}
+  set -e
+  python3 dist/plot_kernel_bench.py "$out/bench-kernel.json" "$out/bench-kernel.png" || echo "plot failed"
+  echo "== verify: $(tail -1 "$out/verify.log") (exit $verify_status)"
+  echo "== bench (exit $bench_status)"
+  grep -E "^ +[0-9]+ +[0-9]+ +[0-9]+ " "$out/bench.log" || true
+  ;;
+*)
+  echo "usage: $0 build | run [OUT]" >&2
+  exit 2
+  ;;
+esac

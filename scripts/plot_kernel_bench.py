@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Plot `samoyeds bench kernel` JSON: ratio (dense / sparse) vs routed tokens, one line per shape."""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(source: str, target: str) -> None:
+    with open(source) as f:
+        document = json.load(f)
+    shapes = {}
+    for row in document["rows"]:
+        shapes.setdefault((row["m"], row["k"]), []).append((row["tokens"], row["ratio"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (m, k), points in sorted(shapes.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{m}x{k}")
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("routed tokens T")
+    ax.set_ylabel("speed-up over cuBLASLt dense (+gather)")
+    ax.set_title(f"Samoyeds portable kernel, {document['pattern']}, {document['device']}")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
