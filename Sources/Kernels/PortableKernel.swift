@@ -81,6 +81,8 @@ public enum PortableKernel {
     public var output: DeviceBuffer
     /// Split-k factor; nil chooses one from the shape and the GPU.
     public var splits: Int?
+    /// 16-row tiles per warp (1 or 2); nil chooses from the shape.
+    public var rowTilesPerWarp: Int?
 
     public init(
       weight: GPUSparseWeight, epilogue: Epilogue, x: DeviceBuffer, tokens: Int, rows: DeviceBuffer, count: Int,
@@ -101,11 +103,40 @@ public enum PortableKernel {
     supportedPatterns.first { $0.n == pattern.keptRows && $0.m == pattern.groupRows }?.tokenTile
   }
 
-  /// Dynamic shared memory of a CTA (max of the pipeline and the epilogue tile).
-  static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern) -> Int {
-    let stage = warps * 32 * 16 + warps * 32 * 4 + bn * (32 + 8) * 2
-    let epilogue = bn * warps * rowsPerWarp * pattern.groupRows / pattern.keptRows * 4
+  /// Dynamic shared memory of a CTA (max of the pipeline and the epilogue
+  /// tile), for `rt` 16-row tiles per warp — as laid out in the .cu file.
+  static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern, rowTiles rt: Int) -> Int {
+    let stage = warps * rt * 32 * 16 + warps * rt * 32 * 4 + bn * (32 + 8) * 2
+    let epilogue = bn * warps * rt * rowsPerWarp * pattern.groupRows / pattern.keptRows * 4
     return max(stage * stages, epilogue)
+  }
+
+  /// Whether the CTA's shared memory fits the device for these arguments.
+  public static func sharedBytesFit(_ a: Arguments, context: CUDAContext) -> Bool {
+    guard let bn = tokenTile(a.weight.pattern) else { return false }
+    let rt = rowTilesPerWarp(a, context: context)
+    return sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: rt) <= context.maxSharedMemoryPerBlockOptin
+  }
+
+  /// Warps of a CTA that work on one weight: all, or half in the SiLU mode
+  /// (the other half runs the up projection on the same tokens).
+  static func warpsPerWeightTile(_ epilogue: Epilogue) -> Int {
+    if case .siluMul = epilogue { return warps / 2 }
+    return warps
+  }
+
+  /// 16-row tiles per warp: 2 (each token fragment feeds two mma.sp, half
+  /// the shared-memory traffic per mma) when it fits the device's shared
+  /// memory and still gives every SM a CTA; else 1.
+  public static func rowTilesPerWarp(_ a: Arguments, context: CUDAContext) -> Int {
+    if let forced = a.rowTilesPerWarp { return forced }
+    guard let bn = tokenTile(a.weight.pattern) else { return 1 }
+    guard sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: 2) <= context.maxSharedMemoryPerBlockOptin
+    else { return 1 }
+    let warpsPerWeight = warpsPerWeightTile(a.epilogue)
+    let rowTiles = (a.weight.condensedRows + 15) / 16
+    let ctas = ((rowTiles + 2 * warpsPerWeight - 1) / (2 * warpsPerWeight)) * ((a.count + bn - 1) / bn)
+    return ctas >= context.multiprocessorCount ? 2 : 1
   }
 
   /// Throws `invalidArgument` naming the first thing the kernel cannot do.
@@ -148,10 +179,12 @@ public enum PortableKernel {
   /// The split-k factor `run` uses: enough CTAs to fill the GPU twice when
   /// the tile grid is small, bounded so partials stay small next to the
   /// weight, and a whole number of chunk pairs per split.
-  public static func plan(_ a: Arguments, multiprocessors: Int) -> (splits: Int, chunksPerSplit: Int) {
+  public static func plan(_ a: Arguments, multiprocessors: Int, rowTilesPerWarp rt: Int = 1) -> (
+    splits: Int, chunksPerSplit: Int
+  ) {
     let chunks = a.weight.columns / 32
     guard let bn = tokenTile(a.weight.pattern), a.count > 0 else { return (1, chunks) }
-    let warpsPerWeight = if case .siluMul = a.epilogue { warps / 2 } else { warps }
+    let warpsPerWeight = warpsPerWeightTile(a.epilogue) * rt
     let rowTiles = (a.weight.condensedRows + 15) / 16
     let ctas = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((a.count + bn - 1) / bn)
     var splits = a.splits ?? 1
@@ -168,8 +201,9 @@ public enum PortableKernel {
   }
 
   /// Scratch bytes `run` needs (split-k partials).
-  public static func workspaceBytes(_ a: Arguments, multiprocessors: Int) -> Int {
-    let (splits, _) = plan(a, multiprocessors: multiprocessors)
+  public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
+    let rt = rowTilesPerWarp(a, context: context)
+    let (splits, _) = plan(a, multiprocessors: context.multiprocessorCount, rowTilesPerWarp: rt)
     return splits > 1 ? splits * 2 * a.count * a.weight.rows * 4 : 0
   }
 
@@ -182,14 +216,19 @@ public enum PortableKernel {
     let w = a.weight
     guard let bn = tokenTile(w.pattern) else { return }
     let sms = library.context.multiprocessorCount
-    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms)
+    let rt = rowTilesPerWarp(a, context: library.context)
+    guard rt == 1 || rt == 2 else { throw .invalidArgument("rowTilesPerWarp must be 1 or 2, got \(rt)") }
+    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms, rowTilesPerWarp: rt)
     let needed = splits > 1 ? splits * 2 * a.count * w.rows * 4 : 0
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }
     let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
-    let kernel = try library.function(name)
-    let shared = sharedBytes(tokenTile: bn, pattern: w.pattern)
+    let kernel = try library.function(rt == 2 ? name + "_rt2" : name)
+    let shared = sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt)
+    guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
+      throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")
+    }
     try kernel.setMaxDynamicSharedMemory(shared)
 
     var bytes = ArgumentBytes()
@@ -227,9 +266,9 @@ public enum PortableKernel {
     var arguments = KernelArguments()
     arguments.append(bytes: bytes.bytes)
 
-    let warpsPerWeight = if case .siluMul = a.epilogue { warps / 2 } else { warps }
+    let tilesPerCTA = warpsPerWeightTile(a.epilogue) * rt
     let rowTiles = (w.condensedRows + 15) / 16
-    let grid = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight, (a.count + bn - 1) / bn, splits)
+    let grid = ((rowTiles + tilesPerCTA - 1) / tilesPerCTA, (a.count + bn - 1) / bn, splits)
     try kernel.launch(grid: grid, block: (threads, 1, 1), sharedMemoryBytes: shared, stream: stream, arguments: arguments)
     if splits > 1 {
       let epilogue = try library.function(name + "_split")

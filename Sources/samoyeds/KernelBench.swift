@@ -16,16 +16,20 @@ struct KernelBenchRow: Codable {
   var sparseGBps: Double
   var denseGBps: Double
   var splits: Int
+  /// The sparse kernel with each warp tiling forced: "rt1", "rt2".
+  var variantMilliseconds: [String: Double]
 
   static let header =
-    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits"
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms"
 
   var line: String {
     Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
       + Fmt.right(Fmt.fixed(sparseMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(denseMilliseconds, 4), 10) + " "
       + Fmt.right(Fmt.fixed(denseGemmOnlyMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(ratio, 2) + "x", 7) + " "
       + Fmt.right(Fmt.fixed(sparseTFLOPS, 1), 12) + " " + Fmt.right(Fmt.fixed(denseTFLOPS, 1), 11) + " "
-      + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7)
+      + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7) + " "
+      + Fmt.right(variantMilliseconds["rt1"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
+      + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9)
   }
 }
 
@@ -94,21 +98,34 @@ final class KernelBench {
     let plan = try cublas.plan(tokens: tokens, m: m, k: k)
     let first = sparseWeights[0]
 
-    func arguments(_ weight: GPUSparseWeight) -> PortableKernel.Arguments {
-      PortableKernel.Arguments(
+    func arguments(_ weight: GPUSparseWeight, rowTiles: Int? = nil) -> PortableKernel.Arguments {
+      var a = PortableKernel.Arguments(
         weight: weight, epilogue: .store, x: xBuffer, tokens: hiddenRows, rows: rowBuffer, count: tokens,
         output: sparseOut)
+      a.rowTilesPerWarp = rowTiles
+      return a
     }
-    let workspaceBytes = PortableKernel.workspaceBytes(arguments(first), multiprocessors: context.multiprocessorCount)
+    let workspaceBytes = [nil, 1, 2].map { PortableKernel.workspaceBytes(arguments(first, rowTiles: $0), context: context) }.max() ?? 0
     let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
-    let splits = PortableKernel.plan(arguments(first), multiprocessors: context.multiprocessorCount).splits
+    let chosen = PortableKernel.rowTilesPerWarp(arguments(first), context: context)
+    let splits = PortableKernel.plan(
+      arguments(first), multiprocessors: context.multiprocessorCount, rowTilesPerWarp: chosen
+    ).splits
 
     var launch = 0
-    let sparse = try time {
-      try PortableKernel.run(
-        arguments(sparseWeights[launch % sparseWeights.count]), workspace: workspace, library: session.library,
-        stream: stream)
-      launch += 1
+    func timeSparse(_ rowTiles: Int?) throws -> Double {
+      try time {
+        try PortableKernel.run(
+          arguments(sparseWeights[launch % sparseWeights.count], rowTiles: rowTiles), workspace: workspace,
+          library: session.library, stream: stream)
+        launch += 1
+      }
+    }
+    let sparse = try timeSparse(nil)
+    var variants: [String: Double] = [:]
+    for rowTiles in [1, 2]
+    where PortableKernel.sharedBytesFit(arguments(first, rowTiles: rowTiles), context: context) {
+      variants["rt\(rowTiles)"] = try timeSparse(rowTiles)
     }
     let denseGemm = try time {
       try plan.run(
@@ -129,7 +146,7 @@ final class KernelBench {
       m: m, k: k, tokens: tokens, sparseMilliseconds: sparse, denseMilliseconds: dense,
       denseGemmOnlyMilliseconds: denseGemm, ratio: dense / sparse, sparseTFLOPS: flops / sparse / 1e9,
       denseTFLOPS: flops / dense / 1e9, sparseGBps: sparseBytes / sparse / 1e6, denseGBps: denseMoved / dense / 1e6,
-      splits: splits)
+      splits: splits, variantMilliseconds: variants)
   }
 
   /// Median milliseconds per launch of `body` (CUDA events around batches).

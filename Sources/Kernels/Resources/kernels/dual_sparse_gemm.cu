@@ -21,41 +21,32 @@ namespace samoyeds {
 
 constexpr int kWarps = 8;              // warps per CTA
 constexpr int kThreads = kWarps * 32;  // threads per CTA
-constexpr int kRowsPerWarp = 16;       // condensed rows per warp (one mma M)
+constexpr int kTileRows = 16;          // condensed rows of one mma (M = 16)
 constexpr int kChunk = 32;             // logical k per mma.sp (k32)
 constexpr int kStages = 6;             // cp.async pipeline depth (chunks)
 
-// Shared memory per stage:
-//   A  fragments  kWarps x 32 lanes x 16 B        4096 B
-//   E  metadata   kWarps x 32 lanes x 4 B  (a pair of chunks per word; the
-//                 stage of the even chunk holds it)                 1024 B
+// Shared memory per stage, RT row tiles of 16 condensed rows per warp:
+//   A  fragments  kWarps x RT x 32 lanes x 16 B
+//   E  metadata   kWarps x RT x 32 lanes x 4 B (one word serves a pair of
+//                 chunks; the stage of the pair's first chunk holds it)
 //   B  token rows BN x (32 k + 8 pad) bf16 = BN x 80 B (conflict-free ldmatrix)
-constexpr int kAStageBytes = kWarps * 32 * 16;
-constexpr int kEStageBytes = kWarps * 32 * 4;
 constexpr int kBRowBytes = (kChunk + 8) * 2;
 
-template <int BN>
+template <int RT, int BN>
 struct StageLayout {
   static constexpr int a = 0;
-  static constexpr int e = kAStageBytes;
-  static constexpr int b = kAStageBytes + kEStageBytes;
+  static constexpr int e = kWarps * RT * 32 * 16;
+  static constexpr int b = e + kWarps * RT * 32 * 4;
   static constexpr int bytes = b + BN * kBRowBytes;
 };
 
 // Epilogue tile, reusing the pipeline's shared memory: f32 [BN][outRows],
-// outRows = kWarps * 16 * M / N output rows of the CTA.
-template <int BN, int N, int M>
+// outRows = kWarps * RT * 16 * M / N output rows of the CTA.
+template <int RT, int BN, int N, int M>
 struct EpilogueLayout {
-  static constexpr int outRows = kWarps * kRowsPerWarp * M / N;
+  static constexpr int outRows = kWarps * RT * kTileRows * M / N;
   static constexpr int bytes = BN * outRows * 4;
 };
-
-template <int BN, int N, int M>
-constexpr int sharedBytes() {
-  return StageLayout<BN>::bytes * kStages > EpilogueLayout<BN, N, M>::bytes
-             ? StageLayout<BN>::bytes * kStages
-             : EpilogueLayout<BN, N, M>::bytes;
-}
 
 // ---------------------------------------------------------------------------
 // Kernel arguments
@@ -105,11 +96,12 @@ enum Epilogue : int {
 // possible rows per condensed row), so no multiply is wasted on a row the
 // format left empty.
 
-template <typename T, int N, int M, int BN, int EPILOGUE>
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
 __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;  // n8 tiles per warp
-  using Stage = StageLayout<BN>;
+  constexpr int kRowsPerWarp = RT * kTileRows;
+  using Stage = StageLayout<RT, BN>;
   extern __shared__ __align__(128) unsigned char smem[];
 
   const int warp = threadIdx.x / 32;
@@ -119,8 +111,9 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   // the same rows and the same token tile.
   const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
   const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
-  const int rowTile = blockIdx.x * warpsPerWeight + (warp % warpsPerWeight);
-  const int rowTiles = (w.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+  // The warp's first 16-row tile; it owns tiles rowTile .. rowTile + RT - 1.
+  const int rowTile = (blockIdx.x * warpsPerWeight + (warp % warpsPerWeight)) * RT;
+  const int rowTiles = (w.mc + kTileRows - 1) / kTileRows;
   const bool warpActive = rowTile < rowTiles;
   const int tokenBase = blockIdx.y * BN;
 
@@ -131,53 +124,79 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   const int myChunks = lastChunk - firstChunk;
 
   // ---- producer: every thread issues cp.async for one stage ----
+  // The token row each thread copies is read once here, so the index list
+  // never sits on the pipeline's critical path.
+  const uint16_t* bSource = nullptr;
+  bool bValid = false;
+  if (threadIdx.x < BN * 4) {
+    const int token = tokenBase + threadIdx.x / 4;
+    bValid = token < args.count;
+    const int row = bValid ? args.rows[token] : 0;
+    bSource = args.x + (size_t)row * args.k + (threadIdx.x % 4) * 8;
+  }
   auto loadStage = [&](int stage, int chunk) {
     unsigned char* base = smem + stage * Stage::bytes;
-    // A: one 16 B fragment per lane of every warp.
-    {
+    // A: RT 16 B fragments per lane of every warp.
+#pragma unroll
+    for (int j = 0; j < RT; ++j) {
       const int t = threadIdx.x;  // kThreads == kWarps * 32
       const int wv = t / 32;
       const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-      const int tile = blockIdx.x * warpsPerWeight + (wv % warpsPerWeight);
-      const bool valid = tile < (wt.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+      const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
+      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
       const uint4* src = wt.a + ((size_t)(valid ? tile : 0) * chunks + chunk) * 32 + (t % 32);
-      cpAsync16(base + Stage::a + t * 16, src, valid);
+      cpAsync16(base + Stage::a + ((wv * RT + j) * 32 + t % 32) * 16, src, valid);
     }
-    // E: the pair's metadata word per lane, loaded with the even chunk.
-    if ((chunk % 2 == 0 || chunk == firstChunk) && threadIdx.x < kWarps * 32 / 4) {
-      // 64 threads move kWarps * 32 words, 4 words (16 B) each.
+    // E: the pair's metadata words, with the pair's first chunk of this split.
+    if ((chunk % 2 == 0 || chunk == firstChunk) && threadIdx.x < kWarps * RT * 8) {
+      // kWarps * RT * 32 words, 4 words (16 B) per thread.
       const int t = threadIdx.x;
-      const int wv = t / 8;
+      const int wv = t / (8 * RT);
+      const int j = (t / 8) % RT;
       const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-      const int tile = blockIdx.x * warpsPerWeight + (wv % warpsPerWeight);
-      const bool valid = tile < (wt.mc + kRowsPerWarp - 1) / kRowsPerWarp;
+      const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
+      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
       const uint32_t* src = wt.e + ((size_t)(valid ? tile : 0) * chunkPairs + chunk / 2) * 32 + (t % 8) * 4;
       cpAsync16(base + Stage::e + t * 16, src, valid);
     }
-    // B: BN token rows x 32 k (64 B = 4 x 16 B each), gathered by index.
-    for (int t = threadIdx.x; t < BN * 4; t += kThreads) {
-      const int n = t / 4;
-      const int part = t % 4;
-      const int token = tokenBase + n;
-      const bool valid = token < args.count;
-      const int row = valid ? args.rows[token] : 0;
-      const uint16_t* src = args.x + (size_t)row * args.k + chunk * kChunk + part * 8;
-      cpAsync16(base + Stage::b + n * kBRowBytes + part * 16, src, valid);
+    // B: BN token rows x 32 k (4 x 16 B each), rows fixed per thread.
+    if (threadIdx.x < BN * 4) {
+      cpAsync16(base + Stage::b + (threadIdx.x / 4) * kBRowBytes + (threadIdx.x % 4) * 16,
+                bSource + chunk * kChunk, bValid);
     }
   };
 
-  float part[NT][4];
-  float bank[BANKS][NT][4];
+  float part[RT][NT][4];
+  float bank[BANKS][RT][NT][4];
 #pragma unroll
   for (int b = 0; b < BANKS; ++b)
 #pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bank[b][j][t][i] = 0.f;
+#pragma unroll
+  for (int j = 0; j < RT; ++j)
+#pragma unroll
     for (int t = 0; t < NT; ++t)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) bank[b][t][i] = 0.f;
+      for (int i = 0; i < 4; ++i) part[j][t][i] = 0.f;
+
+  // Row selections of this lane's rows (g and g + 8 of each tile), loaded a
+  // vector ahead of the fold that uses them.
+  const int vectors = args.k / (args.vectorChunks * kChunk);
+  const uint8_t* selectionBase = w.selection;
+  const int mc = w.mc;
+  auto bankOf = [=](int j, int h, int vector) -> int {
+    const int r = (rowTile + j) * kTileRows + lane / 4 + 8 * h;
+    return (warpActive && r < mc && vector < vectors) ? int(selectionBase[(size_t)r * vectors + vector]) - r % N : 0;
+  };
+  int selection[RT][2];
 #pragma unroll
-  for (int t = 0; t < NT; ++t)
+  for (int j = 0; j < RT; ++j)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) part[t][i] = 0.f;
+    for (int h = 0; h < 2; ++h) selection[j][h] = bankOf(j, h, firstChunk / args.vectorChunks);
 
   // Prologue: fill kStages - 1 stages.
 #pragma unroll
@@ -187,7 +206,9 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   }
 
   const int g = lane / 4;  // row within the 16 (and g + 8)
-  uint32_t metadata = 0;
+  uint32_t metadata[RT];
+#pragma unroll
+  for (int j = 0; j < RT; ++j) metadata[j] = 0;
   for (int i = 0; i < myChunks; ++i) {
     cpAsyncWait<kStages - 2>();
     __syncthreads();
@@ -198,9 +219,13 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
     const int chunk = firstChunk + i;
     const unsigned char* base = smem + (i % kStages) * Stage::bytes;
     if (warpActive) {
-      const uint4 a = *reinterpret_cast<const uint4*>(base + Stage::a + threadIdx.x * 16);
-      if (chunk % 2 == 0 || i == 0) {
-        metadata = *reinterpret_cast<const uint32_t*>(base + Stage::e + threadIdx.x * 4);
+      uint4 a[RT];
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+        a[j] = *reinterpret_cast<const uint4*>(base + Stage::a + ((warp * RT + j) * 32 + lane) * 16);
+        if (chunk % 2 == 0 || i == 0) {
+          metadata[j] = *reinterpret_cast<const uint32_t*>(base + Stage::e + ((warp * RT + j) * 32 + lane) * 4);
+        }
       }
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
@@ -208,38 +233,46 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
         // Tokens t*8 .. t*8+7, k 0..31 of the chunk: four 8x8 matrices.
         const unsigned char* rowPtr = base + Stage::b + (t * 8 + (lane % 8)) * kBRowBytes + (lane / 8) * 16;
         ldmatrixX4(b, rowPtr);
-        if (chunk % 2 == 0) {
-          mmaSparse<T, 0>(part[t], a, b, metadata);
-        } else {
-          mmaSparse<T, 1>(part[t], a, b, metadata);
+#pragma unroll
+        for (int j = 0; j < RT; ++j) {
+          if (chunk % 2 == 0) {
+            mmaSparse<T, 0>(part[j][t], a[j], b, metadata[j]);
+          } else {
+            mmaSparse<T, 1>(part[j][t], a[j], b, metadata[j]);
+          }
         }
       }
       // End of a vector (or of this split): fold into the selected banks.
       if ((chunk + 1) % args.vectorChunks == 0 || i == myChunks - 1) {
-        const int vector = chunk / args.vectorChunks;
-        const int vectors = args.k / (args.vectorChunks * kChunk);
-        const int r0 = rowTile * kRowsPerWarp + g;
-        const int r1 = r0 + 8;
-        const int b0 = r0 < w.mc ? int(w.selection[(size_t)r0 * vectors + vector]) - r0 % N : 0;
-        const int b1 = r1 < w.mc ? int(w.selection[(size_t)r1 * vectors + vector]) - r1 % N : 0;
+        // bank[b] += part where b is the row's selection. Written as a
+        // multiply by a 0/1 mask so every register index stays a
+        // compile-time constant (an `if (b == s)` lets the compiler index
+        // the banks by `s`, which moves them to local memory).
 #pragma unroll
         for (int b = 0; b < BANKS; ++b) {
 #pragma unroll
-          for (int t = 0; t < NT; ++t) {
-            if (b == b0) {
-              bank[b][t][0] += part[t][0];
-              bank[b][t][1] += part[t][1];
-            }
-            if (b == b1) {
-              bank[b][t][2] += part[t][2];
-              bank[b][t][3] += part[t][3];
+          for (int j = 0; j < RT; ++j) {
+            const float low = selection[j][0] == b ? 1.f : 0.f;
+            const float high = selection[j][1] == b ? 1.f : 0.f;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+              bank[b][j][t][0] = fmaf(low, part[j][t][0], bank[b][j][t][0]);
+              bank[b][j][t][1] = fmaf(low, part[j][t][1], bank[b][j][t][1]);
+              bank[b][j][t][2] = fmaf(high, part[j][t][2], bank[b][j][t][2]);
+              bank[b][j][t][3] = fmaf(high, part[j][t][3], bank[b][j][t][3]);
             }
           }
         }
 #pragma unroll
-        for (int t = 0; t < NT; ++t)
+        for (int j = 0; j < RT; ++j)
 #pragma unroll
-          for (int j = 0; j < 4; ++j) part[t][j] = 0.f;
+          for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) part[j][t][q] = 0.f;
+#pragma unroll
+        for (int j = 0; j < RT; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) selection[j][h] = bankOf(j, h, chunk / args.vectorChunks + 1);
       }
     }
   }
@@ -247,7 +280,7 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   __syncthreads();
 
   // ---- epilogue: banks -> shared f32 tile [BN][outRows] -> global ----
-  using Tile = EpilogueLayout<BN, N, M>;
+  using Tile = EpilogueLayout<RT, BN, N, M>;
   float* tile = reinterpret_cast<float*>(smem);
   for (int i = threadIdx.x; i < BN * Tile::outRows; i += kThreads) tile[i] = 0.f;
   __syncthreads();
@@ -258,16 +291,19 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
     // output row, hence the shared atomics.
     const int warpOut = warp * kRowsPerWarp * M / N;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = g + 8 * half;
+    for (int j = 0; j < RT; ++j) {
 #pragma unroll
-      for (int b = 0; b < BANKS; ++b) {
-        const int o = warpOut + (r / N) * M + r % N + b;
+      for (int half = 0; half < 2; ++half) {
+        const int r = j * kTileRows + g + 8 * half;
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const int n = t * 8 + (lane % 4) * 2;
-          atomicAdd(&tile[n * Tile::outRows + o], bank[b][t][2 * half]);
-          atomicAdd(&tile[(n + 1) * Tile::outRows + o], bank[b][t][2 * half + 1]);
+        for (int b = 0; b < BANKS; ++b) {
+          const int o = warpOut + (r / N) * M + r % N + b;
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            const int n = t * 8 + (lane % 4) * 2;
+            atomicAdd(&tile[n * Tile::outRows + o], bank[b][j][t][2 * half]);
+            atomicAdd(&tile[(n + 1) * Tile::outRows + o], bank[b][j][t][2 * half + 1]);
+          }
         }
       }
     }
@@ -345,7 +381,11 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
 #define SAMOYEDS_GEMM(NAME, T, N, M, BN, EPI)                                                    \
   extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
       NAME(const samoyeds::GemmArgs args) {                                                      \
-    samoyeds::dualSparseGemm<T, N, M, BN, EPI>(args);                                            \
+    samoyeds::dualSparseGemm<T, N, M, 1, BN, EPI>(args);                                         \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+      NAME##_rt2(const samoyeds::GemmArgs args) {                                                \
+    samoyeds::dualSparseGemm<T, N, M, 2, BN, EPI>(args);                                         \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256) NAME##_split(const samoyeds::GemmArgs args) { \
     samoyeds::splitEpilogue<T, EPI>(args);                                                       \
@@ -357,7 +397,8 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
   SAMOYEDS_GEMM(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
   SAMOYEDS_GEMM(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
 
-// Patterns with up to 2 banks use 64-token tiles; up to 4 banks 32; up to 8, 16.
+// Patterns with up to 2 banks use 64-token tiles; up to 4 banks 32; up to 8,
+// 16. Each has a 1-tile-per-warp and a 2-tiles-per-warp (_rt2) variant.
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m2, samoyeds::bf16, 1, 2, 64)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m2, samoyeds::fp16, 1, 2, 64)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m4, samoyeds::bf16, 1, 4, 32)
