@@ -96,6 +96,28 @@ enum Epilogue : int {
 // possible rows per condensed row), so no multiply is wasted on a row the
 // format left empty.
 
+// One k32 chunk of a warp: RT x NT mma.sp. Token fragments are loaded in
+// groups of G (all of a group's ldmatrix before its mma.sp), so the loads
+// overlap instead of each mma.sp waiting for its own ldmatrix.
+template <typename T, int SELECTOR, int RT, int NT>
+__device__ __forceinline__ void chunkMma(float (&part)[RT][NT][4], const uint4 (&a)[RT], const uint32_t (&e)[RT],
+                                         const unsigned char* bTile, int lane) {
+  constexpr int G = RT == 1 ? NT : (NT >= 4 ? 4 : NT);
+#pragma unroll
+  for (int t0 = 0; t0 < NT; t0 += G) {
+    uint32_t b[G][4];
+#pragma unroll
+    for (int t = 0; t < G; ++t) {
+      // Tokens (t0+t)*8 .. +7, k 0..31 of the chunk: four 8x8 matrices.
+      ldmatrixX4(b[t], bTile + ((t0 + t) * 8 + (lane % 8)) * kBRowBytes + (lane / 8) * 16);
+    }
+#pragma unroll
+    for (int t = 0; t < G; ++t)
+#pragma unroll
+      for (int j = 0; j < RT; ++j) mmaSparse<T, SELECTOR>(part[j][t0 + t], a[j], b[t], e[j]);
+  }
+}
+
 template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
 __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   constexpr int BANKS = M - N + 1;
@@ -227,20 +249,12 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
           metadata[j] = *reinterpret_cast<const uint32_t*>(base + Stage::e + ((warp * RT + j) * 32 + lane) * 4);
         }
       }
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        uint32_t b[4];
-        // Tokens t*8 .. t*8+7, k 0..31 of the chunk: four 8x8 matrices.
-        const unsigned char* rowPtr = base + Stage::b + (t * 8 + (lane % 8)) * kBRowBytes + (lane / 8) * 16;
-        ldmatrixX4(b, rowPtr);
-#pragma unroll
-        for (int j = 0; j < RT; ++j) {
-          if (chunk % 2 == 0) {
-            mmaSparse<T, 0>(part[j][t], a[j], b, metadata[j]);
-          } else {
-            mmaSparse<T, 1>(part[j][t], a[j], b, metadata[j]);
-          }
-        }
+      // The selector is warp-uniform: branch once per chunk so each path is
+      // straight-line mma.sp with a constant selector.
+      if (chunk % 2 == 0) {
+        chunkMma<T, 0, RT, NT>(part, a, metadata, base + Stage::b, lane);
+      } else {
+        chunkMma<T, 1, RT, NT>(part, a, metadata, base + Stage::b, lane);
       }
       // End of a vector (or of this split): fold into the selected banks.
       if ((chunk + 1) % args.vectorChunks == 0 || i == myChunks - 1) {
