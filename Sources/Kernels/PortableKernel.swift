@@ -107,7 +107,7 @@ public enum PortableKernel {
   /// tile), for `rt` 16-row tiles per warp — as laid out in the .cu file.
   static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern, rowTiles rt: Int) -> Int {
     let stage = warps * rt * 32 * 16 + warps * rt * 32 * 4 + bn * (32 + 8) * 2
-    let epilogue = bn * warps * rt * rowsPerWarp * pattern.groupRows / pattern.keptRows * 4
+    let epilogue = bn * (warps * rt * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
     return max(stage * stages, epilogue)
   }
 

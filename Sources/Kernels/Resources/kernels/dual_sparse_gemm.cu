@@ -40,12 +40,15 @@ struct StageLayout {
   static constexpr int bytes = b + BN * kBRowBytes;
 };
 
-// Epilogue tile, reusing the pipeline's shared memory: f32 [BN][outRows],
+// Epilogue tile, reusing the pipeline's shared memory: f32 [BN][stride],
 // outRows = kWarps * RT * 16 * M / N output rows of the CTA.
 template <int RT, int BN, int N, int M>
 struct EpilogueLayout {
   static constexpr int outRows = kWarps * RT * kTileRows * M / N;
-  static constexpr int bytes = BN * outRows * 4;
+  // Row stride padded by 4 floats: the four token columns a quad writes
+  // land 8 banks apart instead of in one bank.
+  static constexpr int stride = outRows + 4;
+  static constexpr int bytes = BN * stride * 4;
 };
 
 // ---------------------------------------------------------------------------
@@ -293,16 +296,21 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   cpAsyncWait<0>();
   __syncthreads();
 
-  // ---- epilogue: banks -> shared f32 tile [BN][outRows] -> global ----
+  // ---- epilogue: banks -> shared f32 tile [BN][stride] -> global ----
   using Tile = EpilogueLayout<RT, BN, N, M>;
+  constexpr int stride = Tile::stride;
   float* tile = reinterpret_cast<float*>(smem);
-  for (int i = threadIdx.x; i < BN * Tile::outRows; i += kThreads) tile[i] = 0.f;
-  __syncthreads();
+  // Warp-local output rows: condensed row r (0..16*RT-1 in the warp) of
+  // group r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
+  // 16 * RT * M / N rows. With N = 1 every (token, row) of the tile gets
+  // exactly one value (zero from a bank never selected), so plain stores;
+  // with N > 1 two (row, bank) pairs can name one output row, so the tile is
+  // zeroed and the banks added with shared atomics.
+  if (N > 1) {
+    for (int i = threadIdx.x; i < BN * stride; i += kThreads) tile[i] = 0.f;
+    __syncthreads();
+  }
   if (warpActive) {
-    // Warp-local output rows: condensed row r (0..15 in the warp) of group
-    // r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
-    // 16 * M / N rows. With N > 1 two (row, bank) pairs can name the same
-    // output row, hence the shared atomics.
     const int warpOut = warp * kRowsPerWarp * M / N;
 #pragma unroll
     for (int j = 0; j < RT; ++j) {
@@ -315,8 +323,13 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 #pragma unroll
           for (int t = 0; t < NT; ++t) {
             const int n = t * 8 + (lane % 4) * 2;
-            atomicAdd(&tile[n * Tile::outRows + o], bank[b][j][t][2 * half]);
-            atomicAdd(&tile[(n + 1) * Tile::outRows + o], bank[b][j][t][2 * half + 1]);
+            if (N == 1) {
+              tile[n * stride + o] = bank[b][j][t][2 * half];
+              tile[(n + 1) * stride + o] = bank[b][j][t][2 * half + 1];
+            } else {
+              atomicAdd(&tile[n * stride + o], bank[b][j][t][2 * half]);
+              atomicAdd(&tile[(n + 1) * stride + o], bank[b][j][t][2 * half + 1]);
+            }
           }
         }
       }
@@ -324,35 +337,44 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   }
   __syncthreads();
 
-  // Tile row o (local) -> output row of the weight.
-  const int rowsPerWeightTile = warpsPerWeight * kRowsPerWarp * M / N;
+  // Tile -> global, two adjacent output rows per thread (m is a multiple of
+  // M >= 2, so pairs never straddle the end), consecutive threads on
+  // consecutive rows of one token.
+  constexpr int rowsPerWeightTile = (silu ? kWarps / 2 : kWarps) * kRowsPerWarp * M / N;
+  constexpr int pairsPerToken = rowsPerWeightTile / 2;
   const int outBase = blockIdx.x * rowsPerWeightTile;
   const int m = args.w0.m;
-  const int columns = silu ? rowsPerWeightTile : Tile::outRows;
-  for (int idx = threadIdx.x; idx < BN * columns; idx += kThreads) {
-    const int n = idx / columns;
-    const int o = idx % columns;
+  for (int idx = threadIdx.x; idx < BN * pairsPerToken; idx += kThreads) {
+    const int n = idx / pairsPerToken;
+    const int o = 2 * (idx % pairsPerToken);
     const int token = tokenBase + n;
     const int row = outBase + o;
     if (token >= args.count || row >= m) continue;
-    float value = tile[n * Tile::outRows + o];
+    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
     if (args.splits > 1) {
       // Split-k: plain f32 partials, reduced in order by splitEpilogue.
       float* p = args.partial + ((size_t)blockIdx.z * 2 * args.count + token) * m + row;
-      p[0] = value;
-      if (silu) p[(size_t)args.count * m] = tile[n * Tile::outRows + o + rowsPerWeightTile];
+      *reinterpret_cast<float2*>(p) = v;
+      if (silu) {
+        *reinterpret_cast<float2*>(p + (size_t)args.count * m) =
+            *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      }
       continue;
     }
     if (EPILOGUE == kStore) {
-      reinterpret_cast<T*>(args.out)[(size_t)token * m + row] = fromFloat<T>(value);
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, v.x, v.y);
     } else if (EPILOGUE == kSiluMul) {
-      const float up = tile[n * Tile::outRows + o + rowsPerWeightTile];
-      reinterpret_cast<T*>(args.out)[(size_t)token * m + row] = fromFloat<T>(siluf(value) * up);
+      const float2 up = *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, siluf(v.x) * up.x, siluf(v.y) * up.y);
     } else if (EPILOGUE == kScaleAdd) {
-      atomicAdd(reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row,
-                args.routeWeights[token] * value);
+      const float w = args.routeWeights[token];
+      float* out = reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row;
+      atomicAdd(out, w * v.x);
+      atomicAdd(out + 1, w * v.y);
     } else {
-      reinterpret_cast<float*>(args.out)[(size_t)args.slots[token] * m + row] = args.routeWeights[token] * value;
+      const float w = args.routeWeights[token];
+      *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + (size_t)args.slots[token] * m + row) =
+          make_float2(w * v.x, w * v.y);
     }
   }
 }

@@ -32,6 +32,20 @@ template <> __device__ __forceinline__ fp16 fromFloat<fp16>(float v) {
   return fp16{r};
 }
 
+// Two adjacent 16-bit values in one 32-bit store (cvt.rn.{bf16x2,f16x2}.f32
+// packs its second source into the low half). `p` must be 4-byte aligned.
+template <typename T> __device__ __forceinline__ void storePair(T* p, float lo, float hi);
+template <> __device__ __forceinline__ void storePair<bf16>(bf16* p, float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  *reinterpret_cast<uint32_t*>(p) = r;
+}
+template <> __device__ __forceinline__ void storePair<fp16>(fp16* p, float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  *reinterpret_cast<uint32_t*>(p) = r;
+}
+
 __device__ __forceinline__ float siluf(float x) { return x / (1.f + __expf(-x)); }
 
 // cp.async.cg.shared.global (PTX ISA "cp.async"): 16 bytes global -> shared,
