@@ -190,8 +190,10 @@ public enum PortableKernel {
     var splits = a.splits ?? 1
     if a.splits == nil && ctas < multiprocessors {
       splits = (2 * multiprocessors + ctas - 1) / ctas
-      let partialBytesPerSplit = 2 * a.count * a.weight.rows * 4
-      let budget = max(a.weight.deviceBytes / 4, 4 << 20)
+      // Partials written and read back per split; keep their traffic within
+      // the weight's own bytes (the floor at small T).
+      let partialBytesPerSplit = (warpsPerWeightTile(a.epilogue) == warps ? 1 : 2) * a.count * a.weight.rows * 4
+      let budget = max(a.weight.deviceBytes, 4 << 20)
       splits = max(1, min(splits, budget / max(partialBytesPerSplit, 1), chunks / 2))
     }
     var perSplit = (chunks + splits - 1) / splits
