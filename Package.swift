@@ -102,6 +102,11 @@ let package = Package(
       swiftSettings: strictSwift
     ),
     .testTarget(
+      name: "KernelsTests",
+      dependencies: ["Kernels", "CUDA", "SamoyedsFormat"],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
       name: "CPUEngineTests",
       dependencies: ["CPUEngine", "SamoyedsFormat", "SamoyedsModel"],
       swiftSettings: strictSwift

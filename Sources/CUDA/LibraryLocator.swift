@@ -62,9 +62,10 @@ public struct LibraryLookup: Sendable {
 ///    `SAMOYEDS_LIBNVRTC`, `SAMOYEDS_LIBCUBLASLT`): a file path;
 /// 2. `$CUDA_HOME/lib64` and `$CUDA_HOME/targets/x86_64-linux/lib`;
 /// 3. `/usr/local/cuda/lib64` and `/usr/local/cuda/targets/x86_64-linux/lib`;
-/// 4. the lib folders of pip's `nvidia-*` wheels in `$VIRTUAL_ENV`,
-///    `/usr/local/lib/python3.*`, `~/.local/lib/python3.*` and
-///    `/opt/*/.venv/lib/python3.*` site-packages;
+/// 4. the lib folders of pip's `nvidia-*` wheels in the site-packages of
+///    `$VIRTUAL_ENV`, `/usr/local/lib/python3.*`, `/usr/lib/python3.*`,
+///    `~/.local/lib/python3.*`, `~/.pyenv/versions/*/lib/python3.*` and
+///    `/opt/*/.venv/lib/python3.*`;
 /// 5. the dynamic loader's default search path (`LD_LIBRARY_PATH`, ld.so
 ///    cache), by soname. For the driver this step comes right after 1, as the
 ///    driver belongs to the system, not to a toolkit.
@@ -122,8 +123,13 @@ public enum LibraryLocator {
     if let venv = environment["VIRTUAL_ENV"], !venv.isEmpty { roots.append(venv + "/lib") }
     roots.append("/usr/local/lib")
     roots.append("/usr/lib")
-    if let home = environment["HOME"], !home.isEmpty { roots.append(home + "/.local/lib") }
     let fm = FileManager.default
+    if let home = environment["HOME"], !home.isEmpty {
+      roots.append(home + "/.local/lib")
+      if let versions = try? fm.contentsOfDirectory(atPath: home + "/.pyenv/versions") {
+        roots += versions.sorted().map { home + "/.pyenv/versions/" + $0 + "/lib" }
+      }
+    }
     if let opt = try? fm.contentsOfDirectory(atPath: "/opt") {
       roots += opt.sorted().map { "/opt/" + $0 + "/.venv/lib" }
     }

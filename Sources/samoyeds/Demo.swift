@@ -55,7 +55,7 @@ struct Demo: ParsableCommand {
     switch DriverProbe.probe() {
     case .usable(_, let devices):
       let names = devices.map { "\($0.name) (sm_\($0.computeCapability.major)\($0.computeCapability.minor))" }
-      print("  engine   CPU — GPU found (\(names.joined(separator: ", "))) but this build has no GPU kernels yet (issue #3); falling back to CPU")
+      print("  engine   CPU — GPU found (\(names.joined(separator: ", "))); the GPU MoE layer arrives with issue #5 (its GEMM kernels are checked by `samoyeds verify`); falling back to CPU")
     case .unusable(let reason):
       print("  engine   CPU — no usable GPU (\(reason)); falling back to CPU")
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CUDA
+import Kernels
 import SamoyedsModel
 
 #if canImport(FoundationEssentials)
@@ -48,7 +49,10 @@ struct Info: ParsableCommand {
     }
     print("engines")
     print("  CPU reference engine: available")
-    print("  GPU kernels: not in this build yet (issue #3)")
+    print("  GPU kernels: portable dual-sparse GEMM (mma.sp, sm_80+), compiled at run time by NVRTC; `samoyeds verify` checks them")
+    print("  GPU MoE layer: not in this build yet (issue #5); `demo` runs the layer on the CPU")
+    print("  kernel sources: \(KernelSource.searchPath.joined(separator: ", "))")
+    print("  kernel cache: \(KernelCache.folder)")
     if presets {
       print("presets")
       for config in Presets.all { print("  \(Fmt.left(config.name, 20)) \(config)") }
