@@ -46,35 +46,33 @@ public struct SafeTensorsFile: Sendable {
   public let path: String
   public let tensors: [String: TensorInfo]
   public let metadata: [String: String]
-  private let data: Data
+  private let file: FileBytes
   private let dataStart: Int
 
-  /// Reads and validates `path`.
+  /// Maps and validates `path` (nothing but the header is read yet).
   public init(path: String) throws(CheckpointError) {
-    let data: Data
-    do {
-      data = try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-      throw .io("\(path): cannot be read")
-    }
-    try self.init(data: data, path: path)
+    try self.init(bytes: try FileBytes(mapping: path), path: path)
   }
 
   /// Validates an in-memory file; `path` only names it in errors.
   public init(data: Data, path: String) throws(CheckpointError) {
+    try self.init(bytes: FileBytes(copying: data), path: path)
+  }
+
+  init(bytes file: FileBytes, path: String) throws(CheckpointError) {
     self.path = path
-    guard data.count >= 8 else {
-      throw .malformed("\(path): \(data.count) bytes, shorter than the 8-byte header length")
+    guard file.count >= 8 else {
+      throw .malformed("\(path): \(file.count) bytes, shorter than the 8-byte header length")
     }
     var headerLength: UInt64 = 0
-    for i in 0..<8 { headerLength |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
+    for i in 0..<8 { headerLength |= UInt64(file.byte(i)) << (8 * UInt64(i)) }
     guard headerLength <= UInt64(Self.maxHeaderBytes) else {
       throw .malformed("\(path): header length \(headerLength) exceeds the \(Self.maxHeaderBytes)-byte limit")
     }
-    guard Int(headerLength) <= data.count - 8 else {
-      throw .malformed("\(path): header length \(headerLength) runs past the end of the \(data.count)-byte file (truncated?)")
+    guard Int(headerLength) <= file.count - 8 else {
+      throw .malformed("\(path): header length \(headerLength) runs past the end of the \(file.count)-byte file (truncated?)")
     }
-    let headerBytes = data[(data.startIndex + 8)..<(data.startIndex + 8 + Int(headerLength))]
+    let headerBytes = file.withBytes(8..<(8 + Int(headerLength))) { Data($0) }
     let header: RawHeader
     do {
       header = try JSONDecoder().decode(RawHeader.self, from: headerBytes)
@@ -82,7 +80,7 @@ public struct SafeTensorsFile: Sendable {
       throw .malformed("\(path): header is not a JSON object of tensor entries (\(error))")
     }
     let dataStart = 8 + Int(headerLength)
-    let dataSize = data.count - dataStart
+    let dataSize = file.count - dataStart
     var tensors: [String: TensorInfo] = [:]
     for (name, entry) in header.tensors {
       guard let dtype = TensorDType(rawValue: entry.dtype) else {
@@ -120,7 +118,7 @@ public struct SafeTensorsFile: Sendable {
     }
     self.tensors = tensors
     self.metadata = header.metadata
-    self.data = data
+    self.file = file
     self.dataStart = dataStart
   }
 
@@ -130,11 +128,12 @@ public struct SafeTensorsFile: Sendable {
     return info
   }
 
-  /// The raw little-endian bytes of tensor `name`.
-  public func bytes(_ name: String) throws(CheckpointError) -> Data {
+  /// Calls `body` with the raw little-endian bytes of tensor `name`
+  /// (straight from the mapping; valid only inside `body`).
+  public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
     let info = try info(name)
-    let start = data.startIndex + dataStart
-    return data[(start + info.dataRange.lowerBound)..<(start + info.dataRange.upperBound)]
+    return try file.withBytes(
+      (dataStart + info.dataRange.lowerBound)..<(dataStart + info.dataRange.upperBound), body)
   }
 
   /// Tensor `name` as an array of `T`, after checking its dtype is `dtype`.
@@ -145,13 +144,15 @@ public struct SafeTensorsFile: Sendable {
     guard info.dtype == dtype else {
       throw .unsupportedDType("\(path): tensor '\(name)' is \(info.dtype.rawValue), expected \(dtype.rawValue)")
     }
-    precondition(MemoryLayout<T>.stride == dtype.byteSize, "element size mismatch")
-    let raw = try bytes(name)
-    return [T](unsafeUninitializedCapacity: info.elementCount) { buffer, initialized in
-      raw.withUnsafeBytes { source in
-        UnsafeMutableRawBufferPointer(buffer).copyMemory(from: source)
+    guard MemoryLayout<T>.stride == dtype.byteSize else {
+      throw .unsupportedDType("\(path): tensor '\(name)' read as \(MemoryLayout<T>.stride)-byte elements")
+    }
+    let range = (dataStart + info.dataRange.lowerBound)..<(dataStart + info.dataRange.upperBound)
+    return file.withBytes(range) { source in
+      [T](unsafeUninitializedCapacity: info.elementCount) { buffer, initialized in
+        if let base = source.baseAddress { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(start: base, count: source.count)) }
+        initialized = info.elementCount
       }
-      initialized = info.elementCount
     }
   }
 }
@@ -184,29 +185,8 @@ public struct SafeTensorsWriter {
   /// The complete file: header length, header JSON (space-padded to a
   /// multiple of 8), data.
   public func serialized() throws(CheckpointError) -> Data {
-    var header = RawHeader(tensors: [:], metadata: metadata)
-    var offset = 0
-    for entry in entries {
-      header.tensors[entry.name] = RawHeader.Entry(
-        dtype: entry.dtype.rawValue, shape: entry.shape, dataOffsets: [offset, offset + entry.bytes.count])
-      offset += entry.bytes.count
-    }
-    var json: Data
-    do {
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.sortedKeys]
-      json = try encoder.encode(header)
-    } catch {
-      throw .malformed("cannot encode header: \(error)")
-    }
-    while json.count % 8 != 0 { json.append(0x20) }
-    var file = Data()
-    var length = UInt64(json.count)
-    for _ in 0..<8 {
-      file.append(UInt8(length & 0xFF))
-      length >>= 8
-    }
-    file.append(json)
+    var file = try encodeHeader(
+      entries.map { TensorPlan(name: $0.name, dtype: $0.dtype, shape: $0.shape) }, metadata: metadata)
     for entry in entries { file.append(entry.bytes) }
     return file
   }
@@ -270,4 +250,50 @@ struct RawHeader: Codable {
     if !metadata.isEmpty { try container.encode(metadata, forKey: Key(stringValue: "__metadata__")) }
     for (name, entry) in tensors { try container.encode(entry, forKey: Key(stringValue: name)) }
   }
+}
+
+/// A tensor a streamed file will hold, in file order.
+public struct TensorPlan: Sendable, Equatable {
+  public var name: String
+  public var dtype: TensorDType
+  public var shape: [Int]
+
+  public init(name: String, dtype: TensorDType, shape: [Int]) {
+    self.name = name
+    self.dtype = dtype
+    self.shape = shape
+  }
+
+  public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+}
+
+/// The 8-byte length and the JSON header for `plans` laid out back to back.
+func encodeHeader(_ plans: [TensorPlan], metadata: [String: String]) throws(CheckpointError) -> Data {
+  var header = RawHeader(tensors: [:], metadata: metadata)
+  var offset = 0
+  for plan in plans {
+    guard header.tensors[plan.name] == nil, plan.name != "__metadata__" else {
+      throw .malformed("tensor name '\(plan.name)' used twice or reserved")
+    }
+    header.tensors[plan.name] = RawHeader.Entry(
+      dtype: plan.dtype.rawValue, shape: plan.shape, dataOffsets: [offset, offset + plan.byteCount])
+    offset += plan.byteCount
+  }
+  var json: Data
+  do {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    json = try encoder.encode(header)
+  } catch {
+    throw .malformed("cannot encode header: \(error)")
+  }
+  while json.count % 8 != 0 { json.append(0x20) }
+  var file = Data()
+  var length = UInt64(json.count)
+  for _ in 0..<8 {
+    file.append(UInt8(length & 0xFF))
+    length >>= 8
+  }
+  file.append(json)
+  return file
 }
