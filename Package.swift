@@ -28,6 +28,7 @@ let package = Package(
     .library(name: "SamoyedsModel", targets: ["SamoyedsModel"]),
     .library(name: "Checkpoint", targets: ["Checkpoint"]),
     .library(name: "CPUEngine", targets: ["CPUEngine"]),
+    .library(name: "Models", targets: ["Models"]),
     .library(name: "CUDA", targets: ["CUDA"]),
     .library(name: "Kernels", targets: ["Kernels"]),
     .executable(name: "samoyeds", targets: ["samoyeds"]),
@@ -61,6 +62,12 @@ let package = Package(
       swiftSettings: strictSwift
     ),
 
+    .target(
+      name: "Models",
+      dependencies: ["SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine"],
+      swiftSettings: strictSwift
+    ),
+
     // MARK: GPU (loaded at run time; builds without CUDA)
     .target(
       name: "CUDA",
@@ -78,7 +85,7 @@ let package = Package(
     .executableTarget(
       name: "samoyeds",
       dependencies: [
-        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA", "Kernels",
+        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA", "Kernels", "Models",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: strictSwift
@@ -99,6 +106,11 @@ let package = Package(
     .testTarget(
       name: "CheckpointTests",
       dependencies: ["Checkpoint", "SamoyedsFormat"],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "ModelsTests",
+      dependencies: ["Models", "Checkpoint", "CPUEngine", "SamoyedsFormat", "SamoyedsModel"],
       swiftSettings: strictSwift
     ),
     .testTarget(

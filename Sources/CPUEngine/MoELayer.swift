@@ -158,7 +158,18 @@ public enum CPUMoELayer {
   ///
   /// Throws on a shape mismatch or a non-finite hidden state.
   public static func forward(_ x: Matrix<Float>, weights: CPUMoEWeights) throws(EngineError) -> CPUMoEResult {
-    let config = weights.config
+    try forward(
+      x, config: weights.config, router: weights.router, sharedGate: weights.sharedGate,
+      expert: { e throws(EngineError) in weights.experts[e] }, shared: { () throws(EngineError) in weights.shared })
+  }
+
+  /// The same forward with experts supplied one at a time (so a caller can
+  /// load, or prune, one expert's weights at a time and keep memory bounded).
+  /// `expert(e)` is called once per expert that receives tokens, in order.
+  public static func forward(
+    _ x: Matrix<Float>, config: MoEConfig, router: Matrix<Float>, sharedGate: Matrix<Float>?,
+    expert: (Int) throws(EngineError) -> CPUExpert, shared: () throws(EngineError) -> CPUExpert?
+  ) throws(EngineError) -> CPUMoEResult {
     let hidden = config.hiddenSize
     guard x.columns == hidden else {
       throw .shapeMismatch("hidden states have \(x.columns) columns, \(config.name) has hidden size \(hidden)")
@@ -170,7 +181,7 @@ public enum CPUMoELayer {
     let k = config.topK
 
     // 1. Router → activation side.
-    let logits = try CPUGEMM.dense(x, weight: weights.router)
+    let logits = try CPUGEMM.dense(x, weight: router)
     let choice = Router.route(logits: logits, rule: config.router)
     let plan: RoutingPlan
     do {
@@ -187,7 +198,7 @@ public enum CPUMoELayer {
       let range = plan.entries(ofExpert: e)
       if range.isEmpty { continue }
       let rows = Array(plan.tokenIndices[range])
-      let y = try weights.experts[e].apply(x, rows: rows)
+      let y = try expert(e).apply(x, rows: rows)
       for (i, entry) in range.enumerated() {
         let slot = Int(plan.outputSlots[entry])
         let w = plan.weights[entry]
@@ -204,10 +215,10 @@ public enum CPUMoELayer {
     }
 
     // 4. Shared experts.
-    if let shared = weights.shared {
-      let s = try shared.apply(x)
+    if let sharedExpert = try shared() {
+      let s = try sharedExpert.apply(x)
       var scale = [Float](repeating: 1, count: tokens)
-      if config.sharedExpert?.gate == .sigmoid, let gate = weights.sharedGate {
+      if config.sharedExpert?.gate == .sigmoid, let gate = sharedGate {
         let g = try CPUGEMM.dense(x, weight: gate)
         for t in 0..<tokens { scale[t] = 1 / (1 + Float.exp(-g[t, 0])) }
       }

@@ -12,12 +12,14 @@ public enum TensorDType: String, Sendable, CaseIterable {
   case u8 = "U8"
   case i32 = "I32"
   case u32 = "U32"
+  case i64 = "I64"
 
   public var byteSize: Int {
     switch self {
     case .u8: 1
     case .bf16, .f16: 2
     case .f32, .i32, .u32: 4
+    case .i64: 8
     }
   }
 }
