@@ -48,3 +48,21 @@ public struct CPUSparseWeight: Sendable {
     self.originalRows = originalRows
   }
 }
+
+extension CPUSparseWeight {
+  /// The dense [m, k] weight holding exactly the stored values.
+  public func densified() -> Matrix<Float> {
+    var dense = Matrix<Float>(rows: rows, columns: columns, repeating: 0)
+    let vectorLength = pattern.vectorLength
+    for r in 0..<condensedRows {
+      for v in 0..<vectorsPerRow {
+        let o = Int(originalRows[r * vectorsPerRow + v])
+        for c in (v * vectorLength)..<((v + 1) * vectorLength) {
+          let value = expanded[r * columns + c]
+          if value != 0 { dense[o, c] = value }
+        }
+      }
+    }
+    return dense
+  }
+}

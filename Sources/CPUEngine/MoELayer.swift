@@ -136,6 +136,42 @@ public struct CPUMoEWeights: Sendable {
     }
   }
 
+  /// The same layer with every sparse projection densified: the dense
+  /// reference a sparse layer must match.
+  public func densified() throws(EngineError) -> CPUMoEWeights {
+    func dense(_ linear: CPULinear) -> CPULinear {
+      if case .sparse(let w) = linear { return .dense(w.densified()) }
+      return linear
+    }
+    func expert(_ e: CPUExpert) -> CPUExpert { CPUExpert(gate: dense(e.gate), up: dense(e.up), down: dense(e.down)) }
+    return try CPUMoEWeights(
+      config: config, router: router, experts: experts.map(expert), shared: shared.map(expert), sharedGate: sharedGate)
+  }
+
+  /// Whether any projection is stored in the format.
+  public var hasSparseExperts: Bool {
+    func sparse(_ linear: CPULinear) -> Bool { if case .sparse = linear { return true } else { return false } }
+    return (experts + (shared.map { [$0] } ?? [])).contains { sparse($0.gate) || sparse($0.up) || sparse($0.down) }
+  }
+
+  /// The dense projections as a `DenseMoEWeights` (for pruning in memory);
+  /// nil when some projection is already sparse.
+  public func denseWeights() -> DenseMoEWeights? {
+    func matrix(_ linear: CPULinear) -> Matrix<Float>? { if case .dense(let m) = linear { return m } else { return nil } }
+    func triple(_ e: CPUExpert) -> (gate: Matrix<Float>, up: Matrix<Float>, down: Matrix<Float>)? {
+      guard let g = matrix(e.gate), let u = matrix(e.up), let d = matrix(e.down) else { return nil }
+      return (g, u, d)
+    }
+    let routed = experts.compactMap(triple)
+    guard routed.count == experts.count else { return nil }
+    var sharedTriple: (gate: Matrix<Float>, up: Matrix<Float>, down: Matrix<Float>)? = nil
+    if let shared {
+      guard let t = triple(shared) else { return nil }
+      sharedTriple = t
+    }
+    return DenseMoEWeights(config: config, router: router, experts: routed, shared: sharedTriple, sharedGate: sharedGate)
+  }
+
   /// Bytes of all expert weights (routed and shared) stored with `dtype`.
   public func expertBytes(dtype: DType) -> Int {
     experts.reduce(0) { $0 + $1.storedBytes(dtype: dtype) } + (shared?.storedBytes(dtype: dtype) ?? 0)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CPUEngine
 import CUDA
+import Models
 import SamoyedsFormat
 import SamoyedsModel
 
@@ -31,17 +32,31 @@ struct Demo: ParsableCommand {
   @Option(help: "Timed repetitions (median reported).")
   var repetitions: Int = 7
 
+  @Option(help: "Run a layer of this checkpoint (dense: pruned in memory; Samoyeds: as stored).")
+  var checkpoint: String?
+
+  @Option(help: "With --checkpoint: the MoE layer to run (default: the first).")
+  var layer: Int?
+
   func validate() throws {
     guard tokens >= 1 else { throw ValidationError("--tokens must be at least 1, got \(tokens)") }
     guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
   }
 
   func run() throws {
-    let config = try model.resolve()
+    var loaded: CPUMoEWeights? = nil
+    var source = "random weights, seed \(seed)"
+    if let checkpoint {
+      let directory = try CheckpointDirectory(path: checkpoint)
+      let index = layer ?? directory.config.moeLayerIndices.first ?? 0
+      loaded = try LayerLoader.layer(directory, layer: index)
+      source = "\(checkpoint), layer \(index) (\(directory.sparsity.map { "Samoyeds \($0.pattern)" } ?? "dense"))"
+    }
+    let config = try loaded?.config ?? model.resolve()
     try config.validate()
     try pattern.checkApplicable(rows: config.expertIntermediateSize, columns: config.hiddenSize)
     try pattern.checkApplicable(rows: config.hiddenSize, columns: config.expertIntermediateSize)
-    if config.expertParameterCount > 200_000_000 {
+    if loaded == nil && config.expertParameterCount > 200_000_000 {
       throw ValidationError(
         "\(config.name) has \(config.expertParameterCount / 1_000_000)M expert parameters per layer; the CPU demo is meant for mini presets (e.g. --preset mixtral-mini)"
       )
@@ -51,6 +66,7 @@ struct Demo: ParsableCommand {
     print("  layer    \(config)")
     print(
       "  pattern  \(pattern) (N:M:V + 2:4, \(Fmt.fixed(pattern.density * 100, 1))% dense), values stored as \(storage)")
+    print("  weights  \(source)")
     print("  batch    \(tokens) tokens, seed \(seed)")
     switch DriverProbe.probe() {
     case .usable(_, let devices):
@@ -61,10 +77,21 @@ struct Demo: ParsableCommand {
     }
     print("")
 
-    let dense = DenseMoEWeights.random(config: config, seed: seed)
     let clock = ContinuousClock()
     let pruneStart = clock.now
-    let (sparseLayer, densePruned) = try dense.pruned(pattern: pattern, storage: storage)
+    let original: CPUMoEWeights
+    let sparseLayer: CPUMoEWeights
+    let densePruned: CPUMoEWeights
+    if let loaded, loaded.hasSparseExperts {
+      // A Samoyeds checkpoint: as stored, against its densified self.
+      sparseLayer = loaded
+      densePruned = try loaded.densified()
+      original = densePruned
+    } else {
+      let dense = loaded?.denseWeights() ?? DenseMoEWeights.random(config: config, seed: seed)
+      (sparseLayer, densePruned) = try dense.pruned(pattern: pattern, storage: storage)
+      original = try dense.denseLayer()
+    }
     let pruneTime = Fmt.milliseconds(clock.now - pruneStart)
 
     var rng = SeededGenerator(seed: seed &+ 1)
@@ -73,8 +100,8 @@ struct Demo: ParsableCommand {
     let sparseResult = try CPUMoELayer.forward(x, weights: sparseLayer)
     let denseResult = try CPUMoELayer.forward(x, weights: densePruned)
     let error = relativeError(sparseResult.output, denseResult.output)
-    let original = try CPUMoELayer.forward(x, weights: dense.denseLayer())
-    let pruningError = relativeError(denseResult.output, original.output)
+    let originalResult = try CPUMoELayer.forward(x, weights: original)
+    let pruningError = relativeError(denseResult.output, originalResult.output)
 
     let denseTime = try medianTime(repetitions: repetitions) {
       _ = try CPUMoELayer.forward(x, weights: densePruned)
@@ -88,7 +115,11 @@ struct Demo: ParsableCommand {
     print("routing      tokens per expert \(perExpert) (\(plan.entryCount) routed rows)")
     let verdict = error < 1e-3 ? "OK, below 1e-3" : "FAIL, above 1e-3"
     print("rel. error   \(Fmt.scientific(error)) sparse vs dense on the same pruned weights (f32 accumulation; \(verdict))")
-    print("pruning      \(Fmt.scientific(pruningError)) layer output change from pruning (dense original vs pruned), pruned in \(Fmt.fixed(pruneTime, 1)) ms")
+    if let loaded, loaded.hasSparseExperts {
+      print("pruning      n/a: the checkpoint holds pruned weights (loaded in \(Fmt.fixed(pruneTime, 1)) ms)")
+    } else {
+      print("pruning      \(Fmt.scientific(pruningError)) layer output change from pruning (dense original vs pruned), pruned in \(Fmt.fixed(pruneTime, 1)) ms")
+    }
     let denseBytes = densePruned.expertBytes(dtype: .bf16)
     let sparseBytes = sparseLayer.expertBytes(dtype: .bf16)
     print(

@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The `samoyeds` command-line tool.
 @main
 struct Samoyeds: ParsableCommand {
@@ -15,4 +19,16 @@ struct Samoyeds: ParsableCommand {
     subcommands: [Demo.self, Info.self, Verify.self, Bench.self, Prune.self, Inspect.self, MakeCheckpoint.self],
     defaultSubcommand: nil
   )
+
+  static func main() {
+    // A write past a file-size limit fails with EFBIG (reported, partial
+    // output removed) instead of killing the process.
+    signal(SIGXFSZ, SIG_IGN)
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch {
+      exit(withError: error)
+    }
+  }
 }
