@@ -2,6 +2,7 @@ import ArgumentParser
 import CPUEngine
 import CUDA
 import Kernels
+import Models
 import SamoyedsFormat
 
 #if canImport(FoundationEssentials)
@@ -36,6 +37,52 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions (median).")
     var repetitions: Int = 5
 
+    @Option(help: "Time a MoE layer of this (dense or Samoyeds) checkpoint instead of single GEMMs.")
+    var checkpoint: String?
+
+    @Option(help: "With --checkpoint: the MoE layer (default: the first).")
+    var layer: Int?
+
+    struct LayerRow: Codable {
+      var checkpoint: String
+      var layer: Int
+      var tokens: Int
+      var denseMilliseconds: Double
+      var sparseMilliseconds: Double
+      var speedup: Double
+    }
+
+    func runCheckpoint(_ path: String) throws {
+      let directory = try CheckpointDirectory(path: path)
+      let index = layer ?? directory.config.moeLayerIndices.first ?? 0
+      let stored = try LayerLoader.layer(directory, layer: index)
+      let (sparse, dense): (CPUMoEWeights, CPUMoEWeights)
+      if stored.hasSparseExperts {
+        (sparse, dense) = (stored, try stored.densified())
+      } else if let weights = stored.denseWeights() {
+        (sparse, dense) = try weights.pruned(pattern: pattern, storage: .bf16)
+      } else {
+        throw ValidationError("layer \(index) mixes dense and sparse experts")
+      }
+      var rows: [LayerRow] = []
+      print("layer \(index) of \(path): \(directory.config)")
+      print("\(Fmt.right("T", 6)) \(Fmt.right("dense ms", 10)) \(Fmt.right("sparse ms", 10)) \(Fmt.right("speedup", 8))")
+      for t in try parseCounts(tokens) {
+        var rng = SeededGenerator(seed: UInt64(t))
+        let x = rng.normalMatrix(rows: t, columns: directory.config.hiddenSize)
+        let d = try medianTime(repetitions: repetitions) { _ = try CPUMoELayer.forward(x, weights: dense) }
+        let s = try medianTime(repetitions: repetitions) { _ = try CPUMoELayer.forward(x, weights: sparse) }
+        rows.append(LayerRow(checkpoint: path, layer: index, tokens: t, denseMilliseconds: d, sparseMilliseconds: s, speedup: d / s))
+        print("\(Fmt.right("\(t)", 6)) \(Fmt.right(Fmt.fixed(d, 3), 10)) \(Fmt.right(Fmt.fixed(s, 3), 10)) \(Fmt.right(Fmt.fixed(d / s, 2) + "x", 8))")
+      }
+      if let json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(rows).write(to: URL(fileURLWithPath: json), options: .atomic)
+        print("wrote \(json)")
+      }
+    }
+
     struct Row: Codable {
       var m: Int
       var k: Int
@@ -47,6 +94,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+      if let checkpoint { return try runCheckpoint(checkpoint) }
       let parsedShapes = try parseShapes(shapes)
       let parsedTokens = try parseCounts(tokens)
       var rows: [Row] = []
