@@ -80,6 +80,17 @@ public final class FileBytes: @unchecked Sendable {
     return try body(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
   }
 
+  /// Drops the mapped pages of `range` from memory (they are re-read from
+  /// the file if touched again), so streaming a file larger than RAM keeps
+  /// the resident set bounded. A no-op for in-memory copies.
+  func release(_ range: Range<Int>) {
+    guard case .mapping(let address, let size) = owner, !range.isEmpty else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = range.lowerBound / page * page
+    let end = min(size, (range.upperBound + page - 1) / page * page)
+    if end > start { _ = madvise(address + start, end - start, MADV_DONTNEED) }
+  }
+
   /// Byte `i`.
   func byte(_ i: Int) -> UInt8 { base.map { $0.load(fromByteOffset: i, as: UInt8.self) } ?? 0 }
 }

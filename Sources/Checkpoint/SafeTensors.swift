@@ -138,6 +138,13 @@ public struct SafeTensorsFile: Sendable {
       (dataStart + info.dataRange.lowerBound)..<(dataStart + info.dataRange.upperBound), body)
   }
 
+  /// Drops tensor `name`'s mapped pages from memory once it has been read
+  /// (see `FileBytes.release`).
+  public func releasePages(_ name: String) {
+    guard let info = tensors[name] else { return }
+    file.release((dataStart + info.dataRange.lowerBound)..<(dataStart + info.dataRange.upperBound))
+  }
+
   /// Tensor `name` as an array of `T`, after checking its dtype is `dtype`.
   public func array<T: BitwiseCopyable>(_ name: String, as dtype: TensorDType, _: T.Type = T.self)
     throws(CheckpointError) -> [T]

@@ -192,6 +192,7 @@ public final class CheckpointDirectory {
       let m = try Matrix(rows: stored[0], columns: stored[1], storage: values)
       return reference.transposed ? Matrix(rows: rows, columns: columns) { r, c in m[c, r] } : m
     }
+    defer { file.releasePages(reference.name) }
     switch info.dtype {
     case .bf16: return .bf16(try shaped(try extract(UInt16.self).map { BFloat16(bitPattern: $0) }))
     case .f16: return .fp16(try shaped(try extract(Float16.self)))

@@ -195,6 +195,7 @@ public enum CheckpointPruner {
             do { try writer.append(name, bytes: raw) } catch { failure = error }
           }
           if let failure { throw failure }
+          file.releasePages(name)
           copied += 1
         }
         doneTensors += 1

@@ -76,9 +76,7 @@ struct Bench: ParsableCommand {
         print("\(Fmt.right("\(t)", 6)) \(Fmt.right(Fmt.fixed(d, 3), 10)) \(Fmt.right(Fmt.fixed(s, 3), 10)) \(Fmt.right(Fmt.fixed(d / s, 2) + "x", 8))")
       }
       if let json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(rows).write(to: URL(fileURLWithPath: json), options: .atomic)
+        try writeJSON(rows, to: json)
         print("wrote \(json)")
       }
     }
@@ -124,9 +122,7 @@ struct Bench: ParsableCommand {
         }
       }
       if let json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(rows).write(to: URL(fileURLWithPath: json), options: .atomic)
+        try writeJSON(rows, to: json)
         print("wrote \(json)")
       }
     }
@@ -177,10 +173,8 @@ struct Bench: ParsableCommand {
         }
       }
       if let json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let document = KernelBenchDocument(device: session.context.name, architecture: session.library.architecture, pattern: pattern.description, rows: rows)
-        try encoder.encode(document).write(to: URL(fileURLWithPath: json), options: .atomic)
+        try writeJSON(document, to: json)
         print("wrote \(json)")
       }
     }
@@ -212,4 +206,11 @@ func parseCounts(_ text: String) throws -> [Int] {
     guard let t = Int(item), t >= 1 else { throw ValidationError("token count '\(item)' is not a positive integer") }
     return t
   }
+}
+
+/// Writes `value` as pretty, key-sorted JSON to `path` (atomically).
+func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+  let encoder = JSONEncoder()
+  encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+  try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic)
 }
