@@ -9,6 +9,8 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
   case missingTensor(String)
   case shapeMismatch(String)
   case format(String)
+  /// Input that is well-formed but cannot be used as asked.
+  case invalid(String)
 
   public var description: String {
     switch self {
@@ -18,6 +20,7 @@ public enum CheckpointError: Error, Equatable, Sendable, CustomStringConvertible
     case .missingTensor(let s): "missing tensor: \(s)"
     case .shapeMismatch(let s): "shape mismatch: \(s)"
     case .format(let s): "invalid sparse tensor: \(s)"
+    case .invalid(let s): "invalid input: \(s)"
     }
   }
 }

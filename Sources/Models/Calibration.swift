@@ -46,7 +46,7 @@ public struct CalibrationSet {
       }
       let matrix = try Matrix(rows: info.shape[0], columns: hidden, storage: values)
       if let (r, c) = matrix.firstNonFinite() {
-        throw CheckpointError.format("\(path): '\(name)' has a non-finite value at [\(r), \(c)]")
+        throw CheckpointError.invalid("\(path): '\(name)' has a non-finite value at [\(r), \(c)]")
       }
       return matrix
     }
@@ -71,7 +71,7 @@ public struct CalibrationSet {
         throw CheckpointError.shapeMismatch("\(embedFile.path): '\(embedName)' is \(shape), expected [vocab, \(hidden)]")
       }
       guard tokens.count >= 2, let bad = Optional(tokens.first { $0 < 0 || $0 >= shape[0] }), bad == nil else {
-        throw CheckpointError.format("\(path): input_ids need at least 2 ids, each in 0..<\(shape[0])")
+        throw CheckpointError.invalid("\(path): input_ids need at least 2 ids, each in 0..<\(shape[0])")
       }
       let table = try checkpoint.dense(
         TensorReference(name: embedName, expert: nil, transposed: false), rows: shape[0], columns: hidden

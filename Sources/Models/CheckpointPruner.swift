@@ -84,7 +84,7 @@ public enum CheckpointPruner {
     let checkpoint = try CheckpointDirectory(path: input)
     let config = checkpoint.config
     if checkpoint.sparsity != nil {
-      throw CheckpointError.format("\(input) is already a Samoyeds checkpoint (config.json has a samoyeds section)")
+      throw CheckpointError.invalid("\(input) is already a Samoyeds checkpoint (config.json has a samoyeds section)")
     }
     let fm = FileManager.default
     if fm.fileExists(atPath: output) && !options.force {
@@ -99,7 +99,7 @@ public enum CheckpointPruner {
         do {
           try pattern.checkApplicable(rows: rows, columns: columns)
         } catch {
-          throw CheckpointError.format("layer \(layer) '\(reference.sparseName)' [\(rows), \(columns)]: \(error)")
+          throw CheckpointError.invalid("layer \(layer) '\(reference.sparseName)' [\(rows), \(columns)]: \(error)")
         }
         expertTensors[reference.name, default: []].append((reference, rows, columns))
       }
@@ -261,7 +261,7 @@ public enum CheckpointPruner {
   public static func selectedLayers(_ requested: [Int]?, config: MoEConfig) throws -> [Int] {
     guard let requested else { return config.moeLayerIndices }
     for layer in requested where !config.moeLayerIndices.contains(layer) {
-      throw CheckpointError.format(
+      throw CheckpointError.invalid(
         "layer \(layer) is not an MoE layer of \(config.name); MoE layers: \(config.moeLayerIndices)")
     }
     return Array(Set(requested)).sorted()
@@ -277,7 +277,7 @@ public enum CheckpointPruner {
       } else if bounds.count == 2, let low = Int(bounds[0]), let high = Int(bounds[1]), low >= 0, low <= high {
         result += Array(low...high)
       } else {
-        throw CheckpointError.format("--layers '\(text)': '\(part)' is not a layer or a range like 0-3")
+        throw CheckpointError.invalid("--layers '\(text)': '\(part)' is not a layer or a range like 0-3")
       }
     }
     return result
