@@ -81,8 +81,8 @@ public enum PortableKernel {
     public var output: DeviceBuffer
     /// Split-k factor; nil chooses one from the shape and the GPU.
     public var splits: Int?
-    /// 16-row tiles per warp (1 or 2); nil chooses from the shape.
-    public var rowTilesPerWarp: Int?
+    /// The CTA tiling; nil chooses from the shape.
+    public var tiling: Tiling?
 
     public init(
       weight: GPUSparseWeight, epilogue: Epilogue, x: DeviceBuffer, tokens: Int, rows: DeviceBuffer, count: Int,
@@ -99,8 +99,37 @@ public enum PortableKernel {
     }
   }
 
+  /// How a CTA tiles its work (every tiling is checked by `samoyeds verify`).
+  public enum Tiling: String, Sendable, CaseIterable {
+    /// One 16-row tile per warp, the pattern's full token tile.
+    case rt1
+    /// Two 16-row tiles per warp: each token fragment feeds two mma.sp.
+    case rt2
+    /// One tile per warp and half the token tile, at most 128 registers, two
+    /// CTAs per SM (1:2 only).
+    case bn32
+
+    public var rowTiles: Int { self == .rt2 ? 2 : 1 }
+
+    var suffix: String {
+      switch self {
+      case .rt1: ""
+      case .rt2: "_rt2"
+      case .bn32: "_bn32"
+      }
+    }
+  }
+
+  /// The pattern's default token tile.
   static func tokenTile(_ pattern: SparsePattern) -> Int? {
     supportedPatterns.first { $0.n == pattern.keptRows && $0.m == pattern.groupRows }?.tokenTile
+  }
+
+  /// The token tile of `tiling` for `pattern`, nil when not instantiated.
+  static func tokenTile(_ pattern: SparsePattern, _ tiling: Tiling) -> Int? {
+    guard let base = tokenTile(pattern) else { return nil }
+    if tiling == .bn32 { return pattern.keptRows == 1 && pattern.groupRows == 2 ? base / 2 : nil }
+    return base
   }
 
   /// Dynamic shared memory of a CTA (max of the pipeline and the epilogue
@@ -111,11 +140,11 @@ public enum PortableKernel {
     return max(stage * stages, epilogue)
   }
 
-  /// Whether the CTA's shared memory fits the device for these arguments.
-  public static func sharedBytesFit(_ a: Arguments, context: CUDAContext) -> Bool {
-    guard let bn = tokenTile(a.weight.pattern) else { return false }
-    let rt = rowTilesPerWarp(a, context: context)
-    return sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: rt) <= context.maxSharedMemoryPerBlockOptin
+  /// Whether `tiling` exists for the pattern and fits the device's shared memory.
+  public static func isAvailable(_ tiling: Tiling, _ a: Arguments, context: CUDAContext) -> Bool {
+    guard let bn = tokenTile(a.weight.pattern, tiling) else { return false }
+    return sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: tiling.rowTiles)
+      <= context.maxSharedMemoryPerBlockOptin
   }
 
   /// Warps of a CTA that work on one weight: all, or half in the SiLU mode
@@ -125,18 +154,16 @@ public enum PortableKernel {
     return warps
   }
 
-  /// 16-row tiles per warp: 2 (each token fragment feeds two mma.sp, half
-  /// the shared-memory traffic per mma) when it fits the device's shared
-  /// memory and still gives every SM a CTA; else 1.
-  public static func rowTilesPerWarp(_ a: Arguments, context: CUDAContext) -> Int {
-    if let forced = a.rowTilesPerWarp { return forced }
-    guard let bn = tokenTile(a.weight.pattern) else { return 1 }
-    guard sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: 2) <= context.maxSharedMemoryPerBlockOptin
-    else { return 1 }
+  /// The tiling `run` uses: the forced one, else two row tiles per warp
+  /// (half the shared-memory traffic per mma) when that fits the device and
+  /// still gives every SM a CTA, else one.
+  public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
+    if let forced = a.tiling { return forced }
+    guard let bn = tokenTile(a.weight.pattern), isAvailable(.rt2, a, context: context) else { return .rt1 }
     let warpsPerWeight = warpsPerWeightTile(a.epilogue)
     let rowTiles = (a.weight.condensedRows + 15) / 16
     let ctas = ((rowTiles + 2 * warpsPerWeight - 1) / (2 * warpsPerWeight)) * ((a.count + bn - 1) / bn)
-    return ctas >= context.multiprocessorCount ? 2 : 1
+    return ctas >= context.multiprocessorCount ? .rt2 : .rt1
   }
 
   /// Throws `invalidArgument` naming the first thing the kernel cannot do.
@@ -179,12 +206,12 @@ public enum PortableKernel {
   /// The split-k factor `run` uses: enough CTAs to fill the GPU twice when
   /// the tile grid is small, bounded so partials stay small next to the
   /// weight, and a whole number of chunk pairs per split.
-  public static func plan(_ a: Arguments, multiprocessors: Int, rowTilesPerWarp rt: Int = 1) -> (
+  public static func plan(_ a: Arguments, multiprocessors: Int, tiling: Tiling = .rt1) -> (
     splits: Int, chunksPerSplit: Int
   ) {
     let chunks = a.weight.columns / 32
-    guard let bn = tokenTile(a.weight.pattern), a.count > 0 else { return (1, chunks) }
-    let warpsPerWeight = warpsPerWeightTile(a.epilogue) * rt
+    guard let bn = tokenTile(a.weight.pattern, tiling), a.count > 0 else { return (1, chunks) }
+    let warpsPerWeight = warpsPerWeightTile(a.epilogue) * tiling.rowTiles
     let rowTiles = (a.weight.condensedRows + 15) / 16
     let ctas = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((a.count + bn - 1) / bn)
     var splits = a.splits ?? 1
@@ -204,8 +231,7 @@ public enum PortableKernel {
 
   /// Scratch bytes `run` needs (split-k partials).
   public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
-    let rt = rowTilesPerWarp(a, context: context)
-    let (splits, _) = plan(a, multiprocessors: context.multiprocessorCount, rowTilesPerWarp: rt)
+    let (splits, _) = plan(a, multiprocessors: context.multiprocessorCount, tiling: tiling(a, context: context))
     return splits > 1 ? splits * 2 * a.count * a.weight.rows * 4 : 0
   }
 
@@ -216,17 +242,19 @@ public enum PortableKernel {
     try canImplement(a)
     if a.count == 0 { return }
     let w = a.weight
-    guard let bn = tokenTile(w.pattern) else { return }
     let sms = library.context.multiprocessorCount
-    let rt = rowTilesPerWarp(a, context: library.context)
-    guard rt == 1 || rt == 2 else { throw .invalidArgument("rowTilesPerWarp must be 1 or 2, got \(rt)") }
-    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms, rowTilesPerWarp: rt)
+    let tiling = tiling(a, context: library.context)
+    guard let bn = tokenTile(w.pattern, tiling) else {
+      throw .invalidArgument("tiling \(tiling) is not instantiated for pattern \(w.pattern)")
+    }
+    let rt = tiling.rowTiles
+    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms, tiling: tiling)
     let needed = splits > 1 ? splits * 2 * a.count * w.rows * 4 : 0
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }
     let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
-    let kernel = try library.function(rt == 2 ? name + "_rt2" : name)
+    let kernel = try library.function(name + tiling.suffix)
     let shared = sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt)
     guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")

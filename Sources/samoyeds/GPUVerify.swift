@@ -18,7 +18,7 @@ struct GPUVerifier {
     var dtype: DType
     var epilogue: String  // store, silu, add, slots
     var splits: Int?
-    var rowTiles: Int? = nil
+    var tiling: PortableKernel.Tiling? = nil
   }
 
   static func cases() -> [Case] {
@@ -36,13 +36,13 @@ struct GPUVerifier {
       result.append(Case(m: m, k: k, pattern: pattern, count: 77, dtype: .fp16, epilogue: "store", splits: nil))
       result.append(Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: "store", splits: 1))
       result.append(Case(m: m, k: k, pattern: pattern, count: 3, dtype: .bf16, epilogue: "silu", splits: 3))
-      // Both warp tilings on every epilogue, whatever the heuristic picks.
-      for rowTiles in [1, 2] {
+      // Every tiling on every epilogue, whatever the heuristic picks.
+      for tiling in PortableKernel.Tiling.allCases where tiling != .bn32 || pattern.hasPrefix("1:2:") {
         for epilogue in ["store", "silu", "add", "slots"] {
           result.append(
-            Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: epilogue, splits: nil, rowTiles: rowTiles))
+            Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: epilogue, splits: nil, tiling: tiling))
         }
-        result.append(Case(m: m, k: k, pattern: pattern, count: 1000, dtype: .fp16, epilogue: "store", splits: 1, rowTiles: rowTiles))
+        result.append(Case(m: m, k: k, pattern: pattern, count: 1000, dtype: .fp16, epilogue: "store", splits: 1, tiling: tiling))
       }
     }
     return result
@@ -63,13 +63,13 @@ struct GPUVerifier {
     let rowBuffer = try DeviceBuffer(context: context, copying: rows)
     let y = try CPUGEMM.sparse(x, rows: rows, weight: CPUSparseWeight(reference))
     let name =
-      "gpu \(c.dtype) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue)\(c.splits.map { " splits=\($0)" } ?? "")\(c.rowTiles.map { " rt=\($0)" } ?? "") seed=\(seed)"
+      "gpu \(c.dtype) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue)\(c.splits.map { " splits=\($0)" } ?? "")\(c.tiling.map { " \($0.rawValue)" } ?? "") seed=\(seed)"
 
     func launch(_ epilogue: PortableKernel.Epilogue, output: DeviceBuffer) throws {
       var arguments = PortableKernel.Arguments(
         weight: weight, epilogue: epilogue, x: xBuffer, tokens: tokens, rows: rowBuffer, count: c.count,
         output: output, splits: c.splits)
-      arguments.rowTilesPerWarp = c.rowTiles
+      arguments.tiling = c.tiling
       let bytes = PortableKernel.workspaceBytes(arguments, context: context)
       let workspace = bytes > 0 ? try DeviceBuffer(context: context, byteCount: bytes) : nil
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)

@@ -16,11 +16,11 @@ struct KernelBenchRow: Codable {
   var sparseGBps: Double
   var denseGBps: Double
   var splits: Int
-  /// The sparse kernel with each warp tiling forced: "rt1", "rt2".
+  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32".
   var variantMilliseconds: [String: Double]
 
   static let header =
-    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms"
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms"
 
   var line: String {
     Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
@@ -29,7 +29,8 @@ struct KernelBenchRow: Codable {
       + Fmt.right(Fmt.fixed(sparseTFLOPS, 1), 12) + " " + Fmt.right(Fmt.fixed(denseTFLOPS, 1), 11) + " "
       + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7) + " "
       + Fmt.right(variantMilliseconds["rt1"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9)
+      + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
+      + Fmt.right(variantMilliseconds["bn32"].map { Fmt.fixed($0, 4) } ?? "-", 9)
   }
 }
 
@@ -98,35 +99,33 @@ final class KernelBench {
     let plan = try cublas.plan(tokens: tokens, m: m, k: k)
     let first = sparseWeights[0]
 
-    func arguments(_ weight: GPUSparseWeight, rowTiles: Int? = nil) -> PortableKernel.Arguments {
+    func arguments(_ weight: GPUSparseWeight, tiling: PortableKernel.Tiling? = nil) -> PortableKernel.Arguments {
       var a = PortableKernel.Arguments(
         weight: weight, epilogue: .store, x: xBuffer, tokens: hiddenRows, rows: rowBuffer, count: tokens,
         output: sparseOut)
-      a.rowTilesPerWarp = rowTiles
+      a.tiling = tiling
       return a
     }
-    let workspaceBytes = [nil, 1, 2].map { PortableKernel.workspaceBytes(arguments(first, rowTiles: $0), context: context) }.max() ?? 0
+    let tilings = PortableKernel.Tiling.allCases.filter { PortableKernel.isAvailable($0, arguments(first), context: context) }
+    let workspaceBytes = ([nil] + tilings).map {
+      PortableKernel.workspaceBytes(arguments(first, tiling: $0), context: context)
+    }.max() ?? 0
     let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
-    let chosen = PortableKernel.rowTilesPerWarp(arguments(first), context: context)
-    let splits = PortableKernel.plan(
-      arguments(first), multiprocessors: context.multiprocessorCount, rowTilesPerWarp: chosen
-    ).splits
+    let chosen = PortableKernel.tiling(arguments(first), context: context)
+    let splits = PortableKernel.plan(arguments(first), multiprocessors: context.multiprocessorCount, tiling: chosen).splits
 
     var launch = 0
-    func timeSparse(_ rowTiles: Int?) throws -> Double {
+    func timeSparse(_ tiling: PortableKernel.Tiling?) throws -> Double {
       try time {
         try PortableKernel.run(
-          arguments(sparseWeights[launch % sparseWeights.count], rowTiles: rowTiles), workspace: workspace,
+          arguments(sparseWeights[launch % sparseWeights.count], tiling: tiling), workspace: workspace,
           library: session.library, stream: stream)
         launch += 1
       }
     }
     let sparse = try timeSparse(nil)
     var variants: [String: Double] = [:]
-    for rowTiles in [1, 2]
-    where PortableKernel.sharedBytesFit(arguments(first, rowTiles: rowTiles), context: context) {
-      variants["rt\(rowTiles)"] = try timeSparse(rowTiles)
-    }
+    for tiling in tilings { variants[tiling.rawValue] = try timeSparse(tiling) }
     let denseGemm = try time {
       try plan.run(
         x: gathered.address, w: denseWeights[launch % denseWeights.count].address, y: denseOut.address, stream: stream)

@@ -427,6 +427,20 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
     samoyeds::splitEpilogue<T, EPI>(args);                                                       \
   }
 
+// A half-width token tile with two CTAs per SM (<= 128 registers): more
+// warps to hide latency, at twice the weight re-reads. `_bn32`.
+#define SAMOYEDS_GEMM_NARROW(NAME, T, N, M, BN, EPI)                                             \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 2)                            \
+      NAME##_bn32(const samoyeds::GemmArgs args) {                                               \
+    samoyeds::dualSparseGemm<T, N, M, 1, BN / 2, EPI>(args);                                     \
+  }
+
+#define SAMOYEDS_GEMM_NARROW_EPILOGUES(PREFIX, T, N, M, BN)               \
+  SAMOYEDS_GEMM_NARROW(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
+  SAMOYEDS_GEMM_NARROW(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
+  SAMOYEDS_GEMM_NARROW(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
+  SAMOYEDS_GEMM_NARROW(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
+
 #define SAMOYEDS_GEMM_EPILOGUES(PREFIX, T, N, M, BN)               \
   SAMOYEDS_GEMM(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
@@ -437,6 +451,8 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
 // 16. Each has a 1-tile-per-warp and a 2-tiles-per-warp (_rt2) variant.
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m2, samoyeds::bf16, 1, 2, 64)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m2, samoyeds::fp16, 1, 2, 64)
+SAMOYEDS_GEMM_NARROW_EPILOGUES(samoyeds_bf16_n1m2, samoyeds::bf16, 1, 2, 64)
+SAMOYEDS_GEMM_NARROW_EPILOGUES(samoyeds_fp16_n1m2, samoyeds::fp16, 1, 2, 64)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n1m4, samoyeds::bf16, 1, 4, 32)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_fp16_n1m4, samoyeds::fp16, 1, 4, 32)
 SAMOYEDS_GEMM_EPILOGUES(samoyeds_bf16_n2m4, samoyeds::bf16, 2, 4, 32)
