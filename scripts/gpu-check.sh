@@ -32,7 +32,7 @@ run)
   if [ "${QUICK:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; then
     compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" verify --filter "256x256 1:2:128" >"$out/sanitizer-memcheck.log" 2>&1
     echo "memcheck exit $? ($(grep -c ERROR "$out/sanitizer-memcheck.log") ERROR lines)"
-    compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "store" >"$out/sanitizer-racecheck.log" 2>&1
+    compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "256 1:2:128 store" >"$out/sanitizer-racecheck.log" 2>&1
     echo "racecheck exit $? ($(grep -cE 'ERROR|hazard' "$out/sanitizer-racecheck.log") hazard lines)"
   fi
   # shellcheck disable=SC2086
