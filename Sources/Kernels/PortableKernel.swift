@@ -154,16 +154,16 @@ public enum PortableKernel {
     return warps
   }
 
-  /// The tiling `run` uses: the forced one, else two row tiles per warp
-  /// (half the shared-memory traffic per mma) when that fits the device and
-  /// still gives every SM a CTA, else one.
+  /// The tiling `run` uses: the forced one, else by the measured crossover
+  /// (H200, docs/KERNELS.md): `bn32` for decode-sized batches (T <= 32) and
+  /// for small weights (<= 4M elements) up to T = 1024, where the extra warps
+  /// hide latency and weight re-reads are cheap; `rt2` otherwise (half the
+  /// shared-memory traffic per mma); `rt1` where `rt2` does not fit.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
-    guard let bn = tokenTile(a.weight.pattern), isAvailable(.rt2, a, context: context) else { return .rt1 }
-    let warpsPerWeight = warpsPerWeightTile(a.epilogue)
-    let rowTiles = (a.weight.condensedRows + 15) / 16
-    let ctas = ((rowTiles + 2 * warpsPerWeight - 1) / (2 * warpsPerWeight)) * ((a.count + bn - 1) / bn)
-    return ctas >= context.multiprocessorCount ? .rt2 : .rt1
+    let small = a.weight.rows * a.weight.columns <= 4 << 20
+    if isAvailable(.bn32, a, context: context) && (a.count <= 32 || (small && a.count <= 1024)) { return .bn32 }
+    return isAvailable(.rt2, a, context: context) ? .rt2 : .rt1
   }
 
   /// Throws `invalidArgument` naming the first thing the kernel cannot do.
