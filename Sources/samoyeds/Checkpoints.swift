@@ -201,7 +201,13 @@ struct MakeCheckpoint: ParsableCommand {
   var seed: UInt64 = 7
 
   func run() throws {
-    guard shards >= 1 else { throw ValidationError("--shards must be at least 1") }
+    guard shards >= 1, shards <= 1000 else { throw ValidationError("--shards must be in 1...1000, got \(shards)") }
+    if let layers, layers < 1 { throw ValidationError("--layers must be at least 1, got \(layers)") }
+    guard calibrationTokens >= 0 else { throw ValidationError("--calibration-tokens must be >= 0") }
+    guard outlierChannels >= 0 else { throw ValidationError("--outlier-channels must be >= 0") }
+    if outlierChannels > 0 && calibrationTokens == 0 {
+      throw ValidationError("--outlier-channels shapes the calibration states; give --calibration-tokens too")
+    }
     var options = SyntheticCheckpoint.Options()
     options.dtype = dtype == .f32 ? .f32 : dtype == .fp16 ? .f16 : .bf16
     options.layers = layers

@@ -119,6 +119,9 @@ struct Demo: ParsableCommand {
       print("pruning      n/a: the checkpoint holds pruned weights (loaded in \(Fmt.fixed(pruneTime, 1)) ms)")
     } else {
       print("pruning      \(Fmt.scientific(pruningError)) layer output change from pruning (dense original vs pruned), pruned in \(Fmt.fixed(pruneTime, 1)) ms")
+      if loaded == nil {
+        print("             (random weights have no structure for pruning to keep; `samoyeds prune --calibration` reports this for real checkpoints)")
+      }
     }
     let denseBytes = densePruned.expertBytes(dtype: .bf16)
     let sparseBytes = sparseLayer.expertBytes(dtype: .bf16)
