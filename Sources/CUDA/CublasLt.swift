@@ -53,14 +53,8 @@ public final class CublasLt: @unchecked Sendable {
 
   /// Loads cuBLASLt and creates a handle with a 32 MiB workspace.
   public init(context: CUDAContext) throws(CUDAError) {
-    let (library, lookup) = LibraryLocator.open(.cublasLt)
-    guard let library else { throw .unavailable(lookup.summary) }
-    func load<T>(_ name: String) throws(CUDAError) -> T {
-      guard let symbol = dlsym(library, name) else {
-        throw .unavailable("\(lookup.loaded ?? "libcublasLt") has no symbol \(name)")
-      }
-      return unsafeBitCast(symbol, to: T.self)
-    }
+    let library = try OpenedLibrary(.cublasLt)
+    func load<T>(_ name: String) throws(CUDAError) -> T { try library.symbol(name) }
     cublasLtCreate = try load("cublasLtCreate")
     cublasLtDestroy = try load("cublasLtDestroy")
     cublasLtMatmulDescCreate = try load("cublasLtMatmulDescCreate")
@@ -81,7 +75,7 @@ public final class CublasLt: @unchecked Sendable {
     }
     self.context = context
     self.handle = handle
-    self.path = lookup.loaded ?? "libcublasLt"
+    self.path = library.name
     self.workspace = try DeviceBuffer(context: context, byteCount: 32 << 20)
   }
 

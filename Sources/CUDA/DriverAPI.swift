@@ -63,14 +63,13 @@ final class DriverAPI: @unchecked Sendable {
   static func get() throws(CUDAError) -> DriverAPI { try shared.get() }
 
   private init() throws(CUDAError) {
-    let (handle, lookup) = LibraryLocator.open(.driver)
-    guard let handle else { throw .unavailable(lookup.summary) }
-    path = lookup.loaded ?? "libcuda"
+    let library = try OpenedLibrary(.driver)
+    path = library.name
     func load<T>(_ names: String...) throws(CUDAError) -> T {
       for name in names {
-        if let symbol = dlsym(handle, name) { return unsafeBitCast(symbol, to: T.self) }
+        if let function: T = try? library.symbol(name) { return function }
       }
-      throw .unavailable("\(lookup.loaded ?? "libcuda") has no symbol \(names.joined(separator: " or "))")
+      throw .unavailable("\(library.name) has no symbol \(names.joined(separator: " or "))")
     }
     cuInit = try load("cuInit")
     cuDeviceGet = try load("cuDeviceGet")

@@ -41,6 +41,28 @@ public enum CUDALibrary: String, Sendable, CaseIterable {
   }
 }
 
+/// A library opened with dlopen, for resolving its C entry points.
+struct OpenedLibrary {
+  let handle: UnsafeMutableRawPointer
+  let name: String
+
+  /// Opens `library` or throws `unavailable` with every place tried.
+  init(_ library: CUDALibrary) throws(CUDAError) {
+    let (handle, lookup) = LibraryLocator.open(library)
+    guard let handle else { throw .unavailable(lookup.summary) }
+    self.handle = handle
+    self.name = lookup.loaded ?? library.rawValue
+  }
+
+  /// The first of `names` the library exports, as a C function of type `T`.
+  func symbol<T>(_ names: String...) throws(CUDAError) -> T {
+    for name in names {
+      if let symbol = dlsym(handle, name) { return unsafeBitCast(symbol, to: T.self) }
+    }
+    throw .unavailable("\(self.name) has no symbol \(names.joined(separator: " or "))")
+  }
+}
+
 /// Outcome of looking for one library.
 public struct LibraryLookup: Sendable {
   public let library: CUDALibrary

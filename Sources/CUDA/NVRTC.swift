@@ -38,14 +38,8 @@ public final class NVRTC: @unchecked Sendable {
   public static func get() throws(CUDAError) -> NVRTC { try shared.get() }
 
   private init() throws(CUDAError) {
-    let (handle, lookup) = LibraryLocator.open(.nvrtc)
-    guard let handle else { throw .unavailable(lookup.summary) }
-    func load<T>(_ name: String) throws(CUDAError) -> T {
-      guard let symbol = dlsym(handle, name) else {
-        throw .unavailable("\(lookup.loaded ?? "libnvrtc") has no symbol \(name)")
-      }
-      return unsafeBitCast(symbol, to: T.self)
-    }
+    let library = try OpenedLibrary(.nvrtc)
+    func load<T>(_ name: String) throws(CUDAError) -> T { try library.symbol(name) }
     nvrtcVersion = try load("nvrtcVersion")
     nvrtcGetErrorString = try load("nvrtcGetErrorString")
     nvrtcCreateProgram = try load("nvrtcCreateProgram")
@@ -55,7 +49,7 @@ public final class NVRTC: @unchecked Sendable {
     nvrtcGetProgramLog = try load("nvrtcGetProgramLog")
     nvrtcGetCUBINSize = try load("nvrtcGetCUBINSize")
     nvrtcGetCUBIN = try load("nvrtcGetCUBIN")
-    path = lookup.loaded ?? "libnvrtc"
+    path = library.name
     var major: Int32 = 0
     var minor: Int32 = 0
     _ = nvrtcVersion(&major, &minor)
