@@ -107,9 +107,10 @@ public struct SafeTensorsFile: Sendable {
         count = product
       }
       let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
-      guard !overflow, bytes == end - begin else {
+      guard !overflow else { throw .malformed("\(path): tensor '\(name)' shape \(entry.shape) overflows") }
+      guard bytes == end - begin else {
         throw .malformed(
-          "\(path): tensor '\(name)' of shape \(entry.shape) \(dtype.rawValue) needs \(count * dtype.byteSize) bytes, data_offsets give \(end - begin)"
+          "\(path): tensor '\(name)' of shape \(entry.shape) \(dtype.rawValue) needs \(bytes) bytes, data_offsets give \(end - begin)"
         )
       }
       tensors[name] = TensorInfo(dtype: dtype, shape: entry.shape, dataRange: begin..<end)

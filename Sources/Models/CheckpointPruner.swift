@@ -87,6 +87,9 @@ public enum CheckpointPruner {
       throw CheckpointError.invalid("\(input) is already a Samoyeds checkpoint (config.json has a samoyeds section)")
     }
     let fm = FileManager.default
+    if URL(fileURLWithPath: output).standardizedFileURL.path == URL(fileURLWithPath: input).standardizedFileURL.path {
+      throw CheckpointError.invalid("--out \(output) is the input checkpoint itself; choose another folder")
+    }
     if fm.fileExists(atPath: output) && !options.force {
       throw CheckpointError.io("\(output) exists; pass --force to replace it")
     }
@@ -274,10 +277,13 @@ public enum CheckpointPruner {
       let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
       if bounds.count == 1, let value = Int(bounds[0]), value >= 0 {
         result.append(value)
-      } else if bounds.count == 2, let low = Int(bounds[0]), let high = Int(bounds[1]), low >= 0, low <= high {
+      } else if bounds.count == 2, let low = Int(bounds[0]), let high = Int(bounds[1]), low >= 0, low <= high,
+        high <= MoEConfig.maxLayers
+      {
         result += Array(low...high)
       } else {
-        throw CheckpointError.invalid("--layers '\(text)': '\(part)' is not a layer or a range like 0-3")
+        throw CheckpointError.invalid(
+          "--layers '\(text)': '\(part)' is not a layer or a range like 0-3 (at most \(MoEConfig.maxLayers))")
       }
     }
     return result

@@ -3,6 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import Checkpoint
 import SamoyedsFormat
 import SamoyedsModel
@@ -92,11 +95,20 @@ public enum SyntheticCheckpoint {
     return .object(o)
   }
 
-  /// Writes the checkpoint into `folder` (created; must not exist).
-  public static func write(config base: MoEConfig, to folder: String, options: Options) throws {
+  /// Writes the checkpoint into `folder` (must not exist), built under
+  /// `<folder>.partial-<pid>` and renamed at the end.
+  public static func write(config base: MoEConfig, to target: String, options: Options) throws {
     let fm = FileManager.default
-    guard !fm.fileExists(atPath: folder) else { throw CheckpointError.io("\(folder) exists") }
-    try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    guard !fm.fileExists(atPath: target) else { throw CheckpointError.io("\(target) exists") }
+    let folder = target + ".partial-\(getpid())"
+    try? fm.removeItem(atPath: folder)
+    do {
+      try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    } catch {
+      throw CheckpointError.io("\(target): the folder cannot be created")
+    }
+    var finished = false
+    defer { if !finished { try? fm.removeItem(atPath: folder) } }
     let layers = options.layers ?? base.numHiddenLayers
     // Re-read the config we write, so layer placement follows the family rules.
     let json = huggingFaceConfig(base, layers: layers)
@@ -164,7 +176,8 @@ public enum SyntheticCheckpoint {
       try writer.finish()
     }
     if tensors.count > 1 {
-      try CheckpointPruner.writeIndex(weightMap: weightMap, totalSize: 0, to: folder + "/" + CheckpointDirectory.indexName)
+      let totalSize = tensors.joined().reduce(0) { $0 + $1.1.reduce(1, *) * options.dtype.byteSize }
+      try CheckpointPruner.writeIndex(weightMap: weightMap, totalSize: totalSize, to: folder + "/" + CheckpointDirectory.indexName)
     }
     if options.calibrationTokens > 0 {
       var states = rng.normalMatrix(rows: options.calibrationTokens, columns: h)
@@ -177,6 +190,8 @@ public enum SyntheticCheckpoint {
       try writer.append("hidden_states", elements: states.storage)
       try writer.finish()
     }
+    guard rename(folder, target) == 0 else { throw CheckpointError.io("\(target): rename failed") }
+    finished = true
   }
 
   static func pad(_ n: Int) -> String {

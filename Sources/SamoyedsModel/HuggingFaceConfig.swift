@@ -66,6 +66,13 @@ struct HuggingFaceConfig: Decodable {
 }
 
 extension MoEConfig {
+  /// Largest accepted decoder-layer count, hidden or intermediate size and
+  /// expert count: far beyond any real model, small enough that shapes and
+  /// parameter counts cannot overflow.
+  public static let maxLayers = 10_000
+  public static let maxDimension = 1 << 20
+  public static let maxExperts = 65_536
+
   /// The architectures `init(huggingFaceJSON:)` accepts, as
   /// "architecture (model_type)".
   public static let supportedArchitectures = [
@@ -134,6 +141,30 @@ extension MoEConfig {
     }
     let hidden = try require(hf.hiddenSize, "hidden_size")
     let layers = try require(hf.numHiddenLayers, "num_hidden_layers")
+    // Bounds before any arithmetic or range is built from these numbers.
+    func bounded(_ value: Int?, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) {
+      if let value, !range.contains(value) {
+        throw .invalid("\(name): \(key) = \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+      }
+    }
+    try bounded(layers, "num_hidden_layers", 1...Self.maxLayers)
+    try bounded(hidden, "hidden_size", 1...Self.maxDimension)
+    try bounded(hf.intermediateSize, "intermediate_size", 1...Self.maxDimension)
+    try bounded(hf.moeIntermediateSize, "moe_intermediate_size", 1...Self.maxDimension)
+    try bounded(hf.sharedExpertIntermediateSize, "shared_expert_intermediate_size", 0...Self.maxDimension)
+    for (value, key) in [(hf.numLocalExperts, "num_local_experts"), (hf.numExperts, "num_experts"), (hf.nRoutedExperts, "n_routed_experts")] {
+      try bounded(value, key, 0...Self.maxExperts)
+    }
+    try bounded(hf.nSharedExperts, "n_shared_experts", 0...Self.maxExperts)
+    try bounded(hf.numExpertsPerTok ?? hf.routerTopk, "num_experts_per_tok", 1...Self.maxExperts)
+    try bounded(hf.decoderSparseStep, "decoder_sparse_step", 1...Self.maxLayers)
+    try bounded(hf.moeLayerFreq, "moe_layer_freq", 1...Self.maxLayers)
+    try bounded(hf.moeLayerInterval, "moe_layer_interval", 1...Self.maxLayers)
+    try bounded(hf.firstKDenseReplace, "first_k_dense_replace", 0...Self.maxLayers)
+    try bounded(hf.routerMinCapacity, "router_min_capacity", 0...Int(Int32.max))
+    if let factor = hf.routerCapacityFactorEval, !(factor > 0 && factor <= 1e6) {
+      throw .invalid("\(name): router_capacity_factor_eval = \(factor) must be in (0, 1e6]")
+    }
     let dtype = hf.torchDtype ?? "bfloat16"
 
     switch family {

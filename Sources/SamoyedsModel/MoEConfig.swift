@@ -40,7 +40,8 @@ public struct ExpertCapacity: Sendable, Hashable, Codable {
 
   /// Tokens each expert accepts for a batch of `tokens` tokens.
   public func capacity(tokens: Int, experts: Int, topK: Int) -> Int {
-    var value = Int((Double(topK) * factor * Double(tokens) / Double(experts)).rounded(.down))
+    let raw = (Double(topK) * factor * Double(tokens) / Double(experts)).rounded(.down)
+    var value = raw.isFinite ? Int(min(raw, Double(Int32.max))) : Int(Int32.max)
     value += value % 2
     return max(value, minimum)
   }
@@ -142,8 +143,16 @@ public struct MoEConfig: Sendable, Hashable, Codable, CustomStringConvertible {
       throw .invalid("\(name): top-k \(router.topK) exceeds the \(numExperts) experts")
     }
     if let shared = sharedExpert { try positive(shared.intermediateSize, "shared expert size") }
-    if let capacity = router.capacity, !(capacity.factor > 0) || capacity.minimum < 0 {
-      throw .invalid("\(name): capacity factor must be > 0 and minimum >= 0")
+    if let capacity = router.capacity, !(capacity.factor > 0 && capacity.factor <= 1e6) || capacity.minimum < 0 {
+      throw .invalid("\(name): capacity factor must be in (0, 1e6] and minimum >= 0")
+    }
+    for (value, what) in [(hiddenSize, "hidden size"), (expertIntermediateSize, "expert intermediate size"),
+                          (sharedExpert?.intermediateSize ?? 1, "shared expert size")]
+    where value > Self.maxDimension {
+      throw .invalid("\(name): \(what) \(value) exceeds \(Self.maxDimension)")
+    }
+    guard numExperts <= Self.maxExperts, numHiddenLayers <= Self.maxLayers else {
+      throw .invalid("\(name): \(numExperts) experts or \(numHiddenLayers) layers exceed the limits")
     }
   }
 

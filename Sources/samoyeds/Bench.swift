@@ -99,7 +99,7 @@ struct Bench: ParsableCommand {
       print("\(Fmt.right("m", 6)) \(Fmt.right("k", 6)) \(Fmt.right("T", 6)) \(Fmt.right("dense ms", 10)) \(Fmt.right("sparse ms", 10)) \(Fmt.right("speedup", 8))")
       for (m, k) in parsedShapes {
         try pattern.checkApplicable(rows: m, columns: k)
-        var rng = SeededGenerator(seed: UInt64(m * 31 + k))
+        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: m &* 31 &+ k))
         let weight = rng.normalMatrix(rows: m, columns: k, scale: 0.05)
         let sparse = try SparseMatrix<Float>.prune(weight, pattern: pattern)
         let denseWeight = sparse.densified()
@@ -191,10 +191,15 @@ struct Bench: ParsableCommand {
 
 /// Parses "MxK,MxK".
 func parseShapes(_ text: String) throws -> [(Int, Int)] {
-  try text.split(separator: ",").map { item -> (Int, Int) in
+  let items = text.split(separator: ",")
+  guard !items.isEmpty else { throw ValidationError("no shapes given") }
+  return try items.map { item -> (Int, Int) in
     let parts = item.split(separator: "x")
     guard parts.count == 2, let m = Int(parts[0]), let k = Int(parts[1]), m > 0, k > 0 else {
       throw ValidationError("shape '\(item)' is not MxK with positive integers")
+    }
+    guard m <= 1 << 20, k <= 1 << 20, m * k <= 1 << 28 else {
+      throw ValidationError("shape '\(item)' is too large (m, k <= 1048576 and m*k <= 268435456)")
     }
     return (m, k)
   }
@@ -202,8 +207,12 @@ func parseShapes(_ text: String) throws -> [(Int, Int)] {
 
 /// Parses "1,16,64".
 func parseCounts(_ text: String) throws -> [Int] {
-  try text.split(separator: ",").map { item -> Int in
-    guard let t = Int(item), t >= 1 else { throw ValidationError("token count '\(item)' is not a positive integer") }
+  let items = text.split(separator: ",")
+  guard !items.isEmpty else { throw ValidationError("no token counts given") }
+  return try items.map { item -> Int in
+    guard let t = Int(item), t >= 1, t <= 1 << 20 else {
+      throw ValidationError("token count '\(item)' is not an integer in 1...1048576")
+    }
     return t
   }
 }

@@ -202,8 +202,12 @@ struct MakeCheckpoint: ParsableCommand {
 
   func run() throws {
     guard shards >= 1, shards <= 1000 else { throw ValidationError("--shards must be in 1...1000, got \(shards)") }
-    if let layers, layers < 1 { throw ValidationError("--layers must be at least 1, got \(layers)") }
-    guard calibrationTokens >= 0 else { throw ValidationError("--calibration-tokens must be >= 0") }
+    if let layers, layers < 1 || layers > MoEConfig.maxLayers {
+      throw ValidationError("--layers must be in 1...\(MoEConfig.maxLayers), got \(layers)")
+    }
+    guard calibrationTokens >= 0, calibrationTokens <= 1 << 20 else {
+      throw ValidationError("--calibration-tokens must be in 0...1048576")
+    }
     guard outlierChannels >= 0 else { throw ValidationError("--outlier-channels must be >= 0") }
     if outlierChannels > 0 && calibrationTokens == 0 {
       throw ValidationError("--outlier-channels shapes the calibration states; give --calibration-tokens too")

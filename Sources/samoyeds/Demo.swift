@@ -39,7 +39,8 @@ struct Demo: ParsableCommand {
   var layer: Int?
 
   func validate() throws {
-    guard tokens >= 1 else { throw ValidationError("--tokens must be at least 1, got \(tokens)") }
+    guard tokens >= 1, tokens <= 65_536 else { throw ValidationError("--tokens must be in 1...65536, got \(tokens)") }
+    if layer != nil && checkpoint == nil { throw ValidationError("--layer needs --checkpoint") }
     guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
   }
 

@@ -109,6 +109,11 @@ func temporaryFolder(_ name: String) throws -> String {
     expectMalformed(
       file(header: #"{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}"#, dataBytes: 0),
       containing: "negative")
+    // Regression (found by review): a shape whose element count fits but whose
+    // byte count overflows used to trap while building the error message.
+    expectMalformed(
+      file(header: #"{"a": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 8]}}"#, dataBytes: 8),
+      containing: "overflows")
     #expect {
       try SafeTensorsFile(
         data: file(header: #"{"a": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}"#, dataBytes: 2),

@@ -72,6 +72,18 @@ let fixtures: String = {
       )
     }
     #expect(throws: ConfigError.self) { try MoEConfig(huggingFaceConfigAt: "/nonexistent/config.json") }
+    // Regressions (found by review): out-of-range numbers are refused before
+    // any range or product is built from them.
+    let mixtral = #""model_type": "mixtral", "intermediate_size": 8, "num_local_experts": 2, "num_experts_per_tok": 1"#
+    for bad in [
+      #"{\#(mixtral), "hidden_size": 8, "num_hidden_layers": -3}"#,
+      #"{\#(mixtral), "hidden_size": 8, "num_hidden_layers": 9223372036854775807}"#,
+      #"{\#(mixtral), "hidden_size": 1073741824, "num_hidden_layers": 1}"#,
+      #"{"model_type": "deepseek", "hidden_size": 8, "num_hidden_layers": 1, "moe_intermediate_size": 4611686018427387904, "n_routed_experts": 2, "n_shared_experts": 4, "num_experts_per_tok": 1}"#,
+      #"{"architectures": ["OpenMoeForCausalLM"], "model_type": "llama", "hidden_size": 8, "intermediate_size": 8, "num_experts": 2, "router_topk": 1, "num_hidden_layers": 4, "router_drop_tks": true, "router_capacity_factor_eval": 1e300}"#,
+    ] {
+      #expect(throws: ConfigError.self, "\(bad)") { try parse(bad) }
+    }
     #expect {
       try Presets.named("gpt-5")
     } throws: { error in
