@@ -16,6 +16,8 @@ public final class CUDAContext: @unchecked Sendable {
   public let multiprocessorCount: Int
   /// Largest dynamic shared memory a block may opt in to, in bytes.
   public let maxSharedMemoryPerBlockOptin: Int
+  /// Shared memory of one multiprocessor, in bytes (all resident blocks).
+  public let maxSharedMemoryPerMultiprocessor: Int
   /// L2 cache size in bytes.
   public let l2CacheBytes: Int
 
@@ -24,6 +26,7 @@ public final class CUDAContext: @unchecked Sendable {
   static let attributeL2CacheSize: Int32 = 38
   static let attributeMajor: Int32 = 75
   static let attributeMinor: Int32 = 76
+  static let attributeMaxSharedPerMultiprocessor: Int32 = 81
   static let attributeMaxSharedPerBlockOptin: Int32 = 97
 
   /// Retains the primary context of device `ordinal`.
@@ -54,6 +57,7 @@ public final class CUDAContext: @unchecked Sendable {
     self.computeCapability = (try attribute(Self.attributeMajor), try attribute(Self.attributeMinor))
     self.multiprocessorCount = try attribute(Self.attributeMultiprocessors)
     self.maxSharedMemoryPerBlockOptin = try attribute(Self.attributeMaxSharedPerBlockOptin)
+    self.maxSharedMemoryPerMultiprocessor = try attribute(Self.attributeMaxSharedPerMultiprocessor)
     self.l2CacheBytes = try attribute(Self.attributeL2CacheSize)
   }
 

@@ -108,6 +108,11 @@ public enum PortableKernel {
     /// One tile per warp and half the token tile, at most 128 registers, two
     /// CTAs per SM (1:2 only).
     case bn32
+    /// Decode-sized batches: 16-token tiles, each warp streams its weight
+    /// fragments from global memory into registers (no shared-memory ring,
+    /// no barrier in the loop); the token rows of the CTA's k range are
+    /// staged in shared memory once.
+    case stream
 
     public var rowTiles: Int { self == .rt2 ? 2 : 1 }
 
@@ -116,9 +121,13 @@ public enum PortableKernel {
       case .rt1: ""
       case .rt2: "_rt2"
       case .bn32: "_bn32"
+      case .stream: "_stream"
       }
     }
   }
+
+  /// Token tile of the streaming kernel (every pattern).
+  static let streamTokenTile = 16
 
   /// The pattern's default token tile.
   static func tokenTile(_ pattern: SparsePattern) -> Int? {
@@ -128,6 +137,7 @@ public enum PortableKernel {
   /// The token tile of `tiling` for `pattern`, nil when not instantiated.
   static func tokenTile(_ pattern: SparsePattern, _ tiling: Tiling) -> Int? {
     guard let base = tokenTile(pattern) else { return nil }
+    if tiling == .stream { return streamTokenTile }
     if tiling == .bn32 { return pattern.keptRows == 1 && pattern.groupRows == 2 ? base / 2 : nil }
     return base
   }
@@ -140,9 +150,36 @@ public enum PortableKernel {
     return max(stage * stages, epilogue)
   }
 
+  /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
+  static let streamDepth = 8
+
+  /// Bytes of the streaming kernel's lane rings: A fragments (16 B) per
+  /// chunk and metadata words (4 B) per chunk pair, for every lane.
+  static var streamRingBytes: Int { warps * streamDepth * 32 * 16 + warps * (streamDepth / 2) * 32 * 4 }
+
+  /// Dynamic shared memory of a streaming CTA: its token rows for
+  /// `chunks` k32 chunks (80-byte rows, padded to 128 bytes), then the
+  /// rings; or the epilogue tile if larger.
+  static func streamSharedBytes(chunks: Int, pattern: SparsePattern) -> Int {
+    let tokens = (chunks * streamTokenTile * (32 + 8) * 2 + 127) / 128 * 128
+    let epilogue = streamTokenTile * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
+    return max(tokens + streamRingBytes, epilogue)
+  }
+
+  /// The most k32 chunks one streaming CTA stages, so that two CTAs share
+  /// an SM (an even number: metadata comes in chunk pairs).
+  static func streamMaxChunks(context: CUDAContext) -> Int {
+    let perCTA = min(context.maxSharedMemoryPerBlockOptin, context.maxSharedMemoryPerMultiprocessor / 2 - 1024)
+    let chunks = (perCTA - streamRingBytes - 128) / (streamTokenTile * (32 + 8) * 2)
+    return max(2, chunks - chunks % 2)
+  }
+
   /// Whether `tiling` exists for the pattern and fits the device's shared memory.
   public static func isAvailable(_ tiling: Tiling, _ a: Arguments, context: CUDAContext) -> Bool {
     guard let bn = tokenTile(a.weight.pattern, tiling) else { return false }
+    if tiling == .stream {
+      return streamSharedBytes(chunks: 2, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
+    }
     return sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: tiling.rowTiles)
       <= context.maxSharedMemoryPerBlockOptin
   }
@@ -155,14 +192,16 @@ public enum PortableKernel {
   }
 
   /// The tiling `run` uses: the forced one, else by the measured crossover
-  /// (H200, docs/KERNELS.md): `bn32` for decode-sized batches (T <= 32) and
-  /// for small weights (<= 4M elements) up to T = 1024, where the extra warps
-  /// hide latency and weight re-reads are cheap; `rt2` otherwise (half the
-  /// shared-memory traffic per mma); `rt1` where `rt2` does not fit.
+  /// (H200, docs/KERNELS.md): `stream` for decode-sized batches (T <= 64),
+  /// where the weight's bytes bound the time; `bn32` for small weights
+  /// (<= 4M elements) up to T = 1024, where the extra warps hide latency
+  /// and weight re-reads are cheap; `rt2` otherwise (half the shared-memory
+  /// traffic per mma); `rt1` where `rt2` does not fit.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
+    if a.count <= 64 && isAvailable(.stream, a, context: context) { return .stream }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
-    if isAvailable(.bn32, a, context: context) && (a.count <= 32 || (small && a.count <= 1024)) { return .bn32 }
+    if isAvailable(.bn32, a, context: context) && small && a.count <= 1024 { return .bn32 }
     return isAvailable(.rt2, a, context: context) ? .rt2 : .rt1
   }
 
@@ -206,22 +245,77 @@ public enum PortableKernel {
   /// The split-k factor `run` uses: enough CTAs to fill the GPU twice when
   /// the tile grid is small, bounded so partials stay small next to the
   /// weight, and a whole number of chunk pairs per split.
-  public static func plan(_ a: Arguments, multiprocessors: Int, tiling: Tiling = .rt1) -> (
-    splits: Int, chunksPerSplit: Int
-  ) {
-    let chunks = a.weight.columns / 32
-    guard let bn = tokenTile(a.weight.pattern, tiling), a.count > 0 else { return (1, chunks) }
-    let warpsPerWeight = warpsPerWeightTile(a.epilogue) * tiling.rowTiles
-    let rowTiles = (a.weight.condensedRows + 15) / 16
-    let ctas = ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((a.count + bn - 1) / bn)
-    var splits = a.splits ?? 1
-    if a.splits == nil && ctas < multiprocessors {
+  ///
+  /// The streaming tiling is bound by the weight's bytes: it splits until
+  /// the grid fills one wave of two CTAs per SM (not more), keeps the partials'
+  /// write + read traffic within half the weight's bytes, and never stages
+  /// more than `maxChunksPerSplit` chunks of token rows in shared memory.
+  public static func plan(
+    _ a: Arguments, multiprocessors: Int, tiling: Tiling = .rt1, maxChunksPerSplit: Int = .max
+  ) -> (splits: Int, chunksPerSplit: Int) {
+    let w = a.weight
+    return splitPlan(
+      SplitProblem(
+        pattern: w.pattern, rows: w.rows, columns: w.columns, condensedRows: w.condensedRows,
+        weightBytes: w.deviceBytes, count: a.count, twoWeights: warpsPerWeightTile(a.epilogue) != warps,
+        splits: a.splits),
+      multiprocessors: multiprocessors, tiling: tiling, maxChunksPerSplit: maxChunksPerSplit)
+  }
+
+  /// What `splitPlan` needs to know of a launch (no device objects, so the
+  /// planning is testable anywhere).
+  public struct SplitProblem: Sendable {
+    public var pattern: SparsePattern
+    public var rows: Int
+    public var columns: Int
+    public var condensedRows: Int
+    public var weightBytes: Int
+    public var count: Int
+    /// The SiLU mode: half the warps run the up projection.
+    public var twoWeights: Bool
+    /// A forced split-k factor.
+    public var splits: Int?
+
+    public init(
+      pattern: SparsePattern, rows: Int, columns: Int, condensedRows: Int, weightBytes: Int, count: Int,
+      twoWeights: Bool, splits: Int?
+    ) {
+      self.pattern = pattern
+      self.rows = rows
+      self.columns = columns
+      self.condensedRows = condensedRows
+      self.weightBytes = weightBytes
+      self.count = count
+      self.twoWeights = twoWeights
+      self.splits = splits
+    }
+  }
+
+  /// `plan` on plain numbers.
+  public static func splitPlan(
+    _ p: SplitProblem, multiprocessors: Int, tiling: Tiling, maxChunksPerSplit: Int = .max
+  ) -> (splits: Int, chunksPerSplit: Int) {
+    let chunks = p.columns / 32
+    guard let bn = tokenTile(p.pattern, tiling), chunks > 0 else { return (1, max(2, chunks + chunks % 2)) }
+    let warpsPerWeight = (p.twoWeights ? warps / 2 : warps) * tiling.rowTiles
+    let rowTiles = (p.condensedRows + 15) / 16
+    let ctas = max(1, ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((p.count + bn - 1) / bn))
+    let partialBytesPerSplit = (p.twoWeights ? 2 : 1) * p.count * p.rows * 4
+    var splits = p.splits ?? 1
+    if p.splits == nil && tiling == .stream {
+      // At most one wave of two CTAs per SM (a second, partial wave would
+      // double the time of a bandwidth-bound kernel).
+      splits = max(1, 2 * multiprocessors / ctas)
+      splits = min(splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2))
+    } else if p.splits == nil && ctas < multiprocessors {
       splits = (2 * multiprocessors + ctas - 1) / ctas
       // Partials written and read back per split; keep their traffic within
       // the weight's own bytes (the floor at small T).
-      let partialBytesPerSplit = (warpsPerWeightTile(a.epilogue) == warps ? 1 : 2) * a.count * a.weight.rows * 4
-      let budget = max(a.weight.deviceBytes, 4 << 20)
+      let budget = max(p.weightBytes, 4 << 20)
       splits = max(1, min(splits, budget / max(partialBytesPerSplit, 1), chunks / 2))
+    }
+    if chunks > maxChunksPerSplit {
+      splits = max(splits, (chunks + maxChunksPerSplit - 1) / maxChunksPerSplit)
     }
     var perSplit = (chunks + splits - 1) / splits
     perSplit += perSplit % 2
@@ -229,9 +323,16 @@ public enum PortableKernel {
     return ((chunks + perSplit - 1) / perSplit, perSplit)
   }
 
+  /// `plan` on this device.
+  public static func plan(_ a: Arguments, context: CUDAContext, tiling: Tiling) -> (splits: Int, chunksPerSplit: Int) {
+    plan(
+      a, multiprocessors: context.multiprocessorCount, tiling: tiling,
+      maxChunksPerSplit: tiling == .stream ? streamMaxChunks(context: context) : .max)
+  }
+
   /// Scratch bytes `run` needs (split-k partials).
   public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
-    let (splits, _) = plan(a, multiprocessors: context.multiprocessorCount, tiling: tiling(a, context: context))
+    let (splits, _) = plan(a, context: context, tiling: tiling(a, context: context))
     return splits > 1 ? splits * 2 * a.count * a.weight.rows * 4 : 0
   }
 
@@ -248,14 +349,17 @@ public enum PortableKernel {
       throw .invalidArgument("tiling \(tiling) is not instantiated for pattern \(w.pattern)")
     }
     let rt = tiling.rowTiles
-    let (splits, chunksPerSplit) = plan(a, multiprocessors: sms, tiling: tiling)
+    let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
     let needed = splits > 1 ? splits * 2 * a.count * w.rows * 4 : 0
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }
     let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
     let kernel = try library.function(name + tiling.suffix)
-    let shared = sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt)
+    let shared =
+      tiling == .stream
+      ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
+      : sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt)
     guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")
     }
@@ -298,7 +402,11 @@ public enum PortableKernel {
 
     let tilesPerCTA = warpsPerWeightTile(a.epilogue) * rt
     let rowTiles = (w.condensedRows + 15) / 16
-    let grid = ((rowTiles + tilesPerCTA - 1) / tilesPerCTA, (a.count + bn - 1) / bn, splits)
+    let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
+    let tokenTiles = (a.count + bn - 1) / bn
+    // The streaming kernel puts token tiles on x so CTAs sharing weight rows
+    // are launched together.
+    let grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
     try kernel.launch(grid: grid, block: (threads, 1, 1), sharedMemoryBytes: shared, stream: stream, arguments: arguments)
     if splits > 1 {
       let epilogue = try library.function(name + "_split")

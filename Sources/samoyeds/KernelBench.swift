@@ -16,11 +16,11 @@ struct KernelBenchRow: Codable {
   var sparseGBps: Double
   var denseGBps: Double
   var splits: Int
-  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32".
+  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream".
   var variantMilliseconds: [String: Double]
 
   static let header =
-    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms"
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms stream ms"
 
   var line: String {
     Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
@@ -30,7 +30,8 @@ struct KernelBenchRow: Codable {
       + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7) + " "
       + Fmt.right(variantMilliseconds["rt1"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
       + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["bn32"].map { Fmt.fixed($0, 4) } ?? "-", 9)
+      + Fmt.right(variantMilliseconds["bn32"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
+      + Fmt.right(variantMilliseconds["stream"].map { Fmt.fixed($0, 4) } ?? "-", 9)
   }
 }
 
@@ -112,7 +113,7 @@ final class KernelBench {
     }.max() ?? 0
     let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
     let chosen = PortableKernel.tiling(arguments(first), context: context)
-    let splits = PortableKernel.plan(arguments(first), multiprocessors: context.multiprocessorCount, tiling: chosen).splits
+    let splits = PortableKernel.plan(arguments(first), context: context, tiling: chosen).splits
 
     var launch = 0
     func timeSparse(_ tiling: PortableKernel.Tiling?) throws -> Double {

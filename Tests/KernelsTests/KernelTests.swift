@@ -58,8 +58,8 @@ import Foundation
     for prefix in ["samoyeds_bf16_n1m2", "samoyeds_fp16_n1m2", "samoyeds_bf16_n1m4", "samoyeds_bf16_n2m4", "samoyeds_bf16_n1m8"] {
       #expect(source.contains(prefix), "\(prefix) missing from the .cu file")
     }
-    // Per dtype, pattern and epilogue: rt1, rt2, split (+ bn32 for 1:2).
-    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 3 + 2 * 4)
+    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32 for 1:2).
+    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4)
   }
 }
 
@@ -123,6 +123,44 @@ import Foundation
                 for kk in 0..<32 { expected += dense[row, chunk * 32 + kk] * x[n, chunk * 32 + kk] }
               }
               #expect(abs(d[r][n] - expected) <= 1e-4 * max(1, abs(expected)), "\(text) tile \(tile) chunk \(chunk) row \(r) seed \(seed)")
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// The split-k plan covers every chunk exactly once, in whole chunk pairs,
+/// for every tiling and shape class (no device needed).
+@Suite struct SplitPlanning {
+  static let shapes: [(m: Int, k: Int, pattern: String)] = [
+    (14336, 4096, "1:2:128"), (4096, 14336, "1:2:128"), (1408, 2048, "1:2:128"), (2, 128, "1:2:128"),
+    (96, 256, "1:4:64"), (64, 96, "2:4:32"), (64, 128, "1:8:32"), (256, 32, "1:2:32"),
+  ]
+
+  @Test(arguments: PortableKernel.Tiling.allCases)
+  func everyChunkOnceInPairs(tiling: PortableKernel.Tiling) throws {
+    for (m, k, text) in Self.shapes {
+      let pattern = try SparsePattern(parsing: text)
+      if PortableKernel.tokenTile(pattern, tiling) == nil { continue }  // not instantiated
+      let condensed = m / pattern.groupRows * pattern.keptRows
+      for count in [0, 1, 3, 16, 64, 77, 1000, 16384] {
+        for forced in [nil, 1, 3, 1000] as [Int?] {
+          for twoWeights in [false, true] {
+            for maxChunks in [Int.max, 90, 2] {
+              let problem = PortableKernel.SplitProblem(
+                pattern: pattern, rows: m, columns: k, condensedRows: condensed, weightBytes: m * k / 2,
+                count: count, twoWeights: twoWeights, splits: forced)
+              let (splits, perSplit) = PortableKernel.splitPlan(
+                problem, multiprocessors: 132, tiling: tiling, maxChunksPerSplit: maxChunks)
+              let chunks = k / 32
+              let label = "\(tiling) \(m)x\(k) \(text) T=\(count) forced=\(String(describing: forced)) max=\(maxChunks)"
+              #expect(splits >= 1, "\(label)")
+              #expect(perSplit % 2 == 0 && perSplit >= 2, "\(label)")
+              #expect(splits * perSplit >= chunks, "\(label): chunks left over")
+              #expect((splits - 1) * perSplit < max(chunks, 1), "\(label): an empty split")
+              if chunks >= 2 && maxChunks < Int.max { #expect(perSplit <= max(maxChunks, 2), "\(label)") }
             }
           }
         }

@@ -94,16 +94,225 @@ enum Epilogue : int {
 // the SiLU mode), y = token tiles of BN, z = k splits. Every warp owns 16
 // condensed rows and all BN tokens of the tile: 16 x BN per k32 chunk is
 // BN / 8 mma.sp. The row selection is folded once per vector: the chunk
-// results of a vector accumulate in `part`, which is then added to the bank
-// of the output row this vector's selection names (BANKS = M - N + 1
-// possible rows per condensed row), so no multiply is wasted on a row the
-// format left empty.
+// results go to the bank of the output row the vector's selection names
+// (BANKS = M - N + 1 possible rows per condensed row; see RowSelection), so
+// no multiply is wasted on a row the format left empty.
+
+// The row selection of a warp's rows (g and g + 8 of each of its RT tiles),
+// folded into the accumulation without a second accumulator tile.
+//
+// The mma.sp results accumulate into one running total `acc` that is never
+// reset. A condensed row contributes, in vector v, to bank s_v (its
+// selection minus its offset in the group, 0 .. M - N). With T_v the total
+// after vector v, bank b must receive sum_v [s_v = b] (T_v - T_{v-1}), which
+// telescopes to
+//   sum_v ([s_v = b] - [s_{v+1} = b]) T_v        (s after the split = none),
+// one FMA per accumulator with a coefficient in {-1, 0, 1} at each vector's
+// end. Only banks 0 .. M-N-1 are kept; the last is the total minus them
+// (`finish`). Coefficients are per lane and register indices stay
+// compile-time constants (an `if (b == s)` lets the compiler index the
+// banks by `s`, which moves them to local memory). Selections are read two
+// vectors ahead of their use; the vector position is a counter, so the
+// per-chunk cost is one decrement and a branch.
+template <int N, int M, int RT, int NT>
+struct RowSelection {
+  static constexpr int kKept = M - N;  // banks held explicitly
+  int current[RT][2];
+  int upcoming[RT][2];
+  const uint8_t* base;  // selections of row g of the first tile; null for an inactive warp
+  int firstRow;
+  int rowsLeft;         // condensed rows from firstRow to the end
+  int vectors;
+  int vectorChunks;
+  int vector;           // vector of the chunk being accumulated
+  int untilFold;        // chunks left in it
+
+  // Bank of row (j, h) in vector v; 0 past the end (the fold then adds zeros).
+  __device__ __forceinline__ int bankAt(int j, int h, int v) const {
+    const int offset = j * kTileRows + 8 * h;
+    return (base != nullptr && offset < rowsLeft && v < vectors)
+               ? int(base[offset * vectors + v]) - (firstRow + offset) % N
+               : 0;
+  }
+
+  __device__ __forceinline__ void start(const WeightArgs& w, int rowTile, int lane, int firstChunk, int chunksPerVector,
+                                        int vectorCount, bool active) {
+    firstRow = rowTile * kTileRows + lane / 4;
+    rowsLeft = w.mc - firstRow;
+    vectors = vectorCount;
+    base = active ? w.selection + (size_t)firstRow * vectors : nullptr;
+    vectorChunks = chunksPerVector;
+    vector = firstChunk / vectorChunks;
+    untilFold = vectorChunks - firstChunk % vectorChunks;
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        current[j][h] = bankAt(j, h, vector);
+        upcoming[j][h] = bankAt(j, h, vector + 1);
+      }
+  }
+
+  // After each chunk: fold at the end of a vector or of the split (`last`).
+  __device__ __forceinline__ void afterChunk(float (&bank)[kKept][RT][NT][4], const float (&acc)[RT][NT][4],
+                                             bool last) {
+    if (--untilFold == 0 || last) {
+      fold(bank, acc, last);
+      ++vector;
+      untilFold = vectorChunks;
+    }
+  }
+
+  // End of `vector` (or of the split when `last`).
+  __device__ __forceinline__ void fold(float (&bank)[kKept][RT][NT][4], const float (&acc)[RT][NT][4], bool last) {
+    int next[RT][2];
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) next[j][h] = last ? -1 : upcoming[j][h];
+#pragma unroll
+    for (int b = 0; b < kKept; ++b) {
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+        const float low = float(current[j][0] == b) - float(next[j][0] == b);
+        const float high = float(current[j][1] == b) - float(next[j][1] == b);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          bank[b][j][t][0] = fmaf(low, acc[j][t][0], bank[b][j][t][0]);
+          bank[b][j][t][1] = fmaf(low, acc[j][t][1], bank[b][j][t][1]);
+          bank[b][j][t][2] = fmaf(high, acc[j][t][2], bank[b][j][t][2]);
+          bank[b][j][t][3] = fmaf(high, acc[j][t][3], bank[b][j][t][3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        current[j][h] = next[j][h];
+        upcoming[j][h] = bankAt(j, h, vector + 2);
+      }
+  }
+
+  // acc becomes the last bank: the total minus the kept banks.
+  static __device__ __forceinline__ void finish(const float (&bank)[kKept][RT][NT][4], float (&acc)[RT][NT][4]) {
+#pragma unroll
+    for (int b = 0; b < kKept; ++b)
+#pragma unroll
+      for (int j = 0; j < RT; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[j][t][q] -= bank[b][j][t][q];
+  }
+};
+
+// ---- epilogue: banks -> shared f32 tile [BN][stride] -> global ----
+// Shared by every tiling: the warps' banks (RT row tiles x BN tokens each)
+// go to a padded f32 tile in shared memory (reusing the pipeline's), then
+// consecutive threads write consecutive row pairs of one token. `rowBlock`
+// is the CTA's block of output rows, `split` its k-split (partials).
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
+__device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&bank)[M - N][RT][BN / 8][4],
+                                          const float (&lastBank)[RT][BN / 8][4], unsigned char* smem, bool warpActive, int rowBlock, int tokenBase,
+                                          int split) {
+  constexpr int BANKS = M - N + 1;
+  constexpr int NT = BN / 8;
+  constexpr int kRowsPerWarp = RT * kTileRows;
+  const bool silu = EPILOGUE == kSiluMul;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  using Tile = EpilogueLayout<RT, BN, N, M>;
+  constexpr int stride = Tile::stride;
+  float* tile = reinterpret_cast<float*>(smem);
+  // Warp-local output rows: condensed row r (0..16*RT-1 in the warp) of
+  // group r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
+  // 16 * RT * M / N rows. With N = 1 every (token, row) of the tile gets
+  // exactly one value (zero from a bank never selected), so plain stores;
+  // with N > 1 two (row, bank) pairs can name one output row, so the tile is
+  // zeroed and the banks added with shared atomics.
+  if (N > 1) {
+    for (int i = threadIdx.x; i < BN * stride; i += kThreads) tile[i] = 0.f;
+    __syncthreads();
+  }
+  if (warpActive) {
+    const int warpOut = warp * kRowsPerWarp * M / N;
+#pragma unroll
+    for (int j = 0; j < RT; ++j) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = j * kTileRows + g + 8 * half;
+#pragma unroll
+        for (int b = 0; b < BANKS; ++b) {
+          const int o = warpOut + (r / N) * M + r % N + b;
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            const int n = t * 8 + (lane % 4) * 2;
+            const float v0 = b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half] : lastBank[j][t][2 * half];
+            const float v1 =
+                b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half + 1] : lastBank[j][t][2 * half + 1];
+            if (N == 1) {
+              tile[n * stride + o] = v0;
+              tile[(n + 1) * stride + o] = v1;
+            } else {
+              atomicAdd(&tile[n * stride + o], v0);
+              atomicAdd(&tile[(n + 1) * stride + o], v1);
+            }
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Tile -> global, two adjacent output rows per thread (m is a multiple of
+  // M >= 2, so pairs never straddle the end), consecutive threads on
+  // consecutive rows of one token.
+  constexpr int rowsPerWeightTile = (silu ? kWarps / 2 : kWarps) * kRowsPerWarp * M / N;
+  constexpr int pairsPerToken = rowsPerWeightTile / 2;
+  const int outBase = rowBlock * rowsPerWeightTile;
+  const int m = args.w0.m;
+  for (int idx = threadIdx.x; idx < BN * pairsPerToken; idx += kThreads) {
+    const int n = idx / pairsPerToken;
+    const int o = 2 * (idx % pairsPerToken);
+    const int token = tokenBase + n;
+    const int row = outBase + o;
+    if (token >= args.count || row >= m) continue;
+    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
+    if (args.splits > 1) {
+      // Split-k: plain f32 partials, reduced in order by splitEpilogue.
+      float* p = args.partial + ((size_t)split * 2 * args.count + token) * m + row;
+      *reinterpret_cast<float2*>(p) = v;
+      if (silu) {
+        *reinterpret_cast<float2*>(p + (size_t)args.count * m) =
+            *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      }
+      continue;
+    }
+    if (EPILOGUE == kStore) {
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, v.x, v.y);
+    } else if (EPILOGUE == kSiluMul) {
+      const float2 up = *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, siluf(v.x) * up.x, siluf(v.y) * up.y);
+    } else if (EPILOGUE == kScaleAdd) {
+      const float w = args.routeWeights[token];
+      float* out = reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row;
+      atomicAdd(out, w * v.x);
+      atomicAdd(out + 1, w * v.y);
+    } else {
+      const float w = args.routeWeights[token];
+      *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + (size_t)args.slots[token] * m + row) =
+          make_float2(w * v.x, w * v.y);
+    }
+  }
+}
 
 // One k32 chunk of a warp: RT x NT mma.sp. Token fragments are loaded in
 // groups of G (all of a group's ldmatrix before its mma.sp), so the loads
 // overlap instead of each mma.sp waiting for its own ldmatrix.
 template <typename T, int SELECTOR, int RT, int NT>
-__device__ __forceinline__ void chunkMma(float (&part)[RT][NT][4], const uint4 (&a)[RT], const uint32_t (&e)[RT],
+__device__ __forceinline__ void chunkMma(float (&acc)[RT][NT][4], const uint4 (&a)[RT], const uint32_t (&e)[RT],
                                          const unsigned char* bTile, int lane) {
   constexpr int G = RT == 1 ? NT : (NT >= 4 ? 4 : NT);
 #pragma unroll
@@ -117,7 +326,7 @@ __device__ __forceinline__ void chunkMma(float (&part)[RT][NT][4], const uint4 (
 #pragma unroll
     for (int t = 0; t < G; ++t)
 #pragma unroll
-      for (int j = 0; j < RT; ++j) mmaSparse<T, SELECTOR>(part[j][t0 + t], a[j], b[t], e[j]);
+      for (int j = 0; j < RT; ++j) mmaSparse<T, SELECTOR>(acc[j][t0 + t], a[j], b[t], e[j]);
   }
 }
 
@@ -125,7 +334,6 @@ template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
 __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;  // n8 tiles per warp
-  constexpr int kRowsPerWarp = RT * kTileRows;
   using Stage = StageLayout<RT, BN>;
   extern __shared__ __align__(128) unsigned char smem[];
 
@@ -159,224 +367,257 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
     const int row = bValid ? args.rows[token] : 0;
     bSource = args.x + (size_t)row * args.k + (threadIdx.x % 4) * 8;
   }
+  // Each thread's copies are the same in every stage: resolve sources,
+  // destinations and validity once; a stage then costs one pointer offset
+  // per copy. A: RT 16 B fragments per lane of every warp; E (threads
+  // < kWarps * RT * 8, 16 B each): the pair's metadata words, copied with
+  // the pair's first (even) chunk; B: BN token rows x 32 k, 4 x 16 B each.
+  const uint4* aSrc[RT];
+  int aDst[RT];
+  bool aValid[RT];
+#pragma unroll
+  for (int j = 0; j < RT; ++j) {
+    const int wv = threadIdx.x / 32;  // kThreads == kWarps * 32
+    const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
+    const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
+    aValid[j] = tile < (wt.mc + kTileRows - 1) / kTileRows;
+    aSrc[j] = wt.a + (size_t)(aValid[j] ? tile : 0) * chunks * 32 + threadIdx.x % 32;
+    aDst[j] = Stage::a + ((wv * RT + j) * 32 + threadIdx.x % 32) * 16;
+  }
+  const bool eCopier = threadIdx.x < kWarps * RT * 8;
+  const uint32_t* eSrc = nullptr;
+  bool eValid = false;
+  if (eCopier) {
+    const int wv = threadIdx.x / (8 * RT);
+    const int j = (threadIdx.x / 8) % RT;
+    const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
+    const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
+    eValid = tile < (wt.mc + kTileRows - 1) / kTileRows;
+    eSrc = wt.e + (size_t)(eValid ? tile : 0) * chunkPairs * 32 + (threadIdx.x % 8) * 4;
+  }
+  const int eDst = Stage::e + threadIdx.x * 16;
+  const bool bCopier = threadIdx.x < BN * 4;
+  const int bDst = Stage::b + (threadIdx.x / 4) * kBRowBytes + (threadIdx.x % 4) * 16;
   auto loadStage = [&](int stage, int chunk) {
     unsigned char* base = smem + stage * Stage::bytes;
-    // A: RT 16 B fragments per lane of every warp.
 #pragma unroll
-    for (int j = 0; j < RT; ++j) {
-      const int t = threadIdx.x;  // kThreads == kWarps * 32
-      const int wv = t / 32;
-      const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-      const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
-      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
-      const uint4* src = wt.a + ((size_t)(valid ? tile : 0) * chunks + chunk) * 32 + (t % 32);
-      cpAsync16(base + Stage::a + ((wv * RT + j) * 32 + t % 32) * 16, src, valid);
-    }
-    // E: the pair's metadata words, with the pair's first chunk of this split.
-    if ((chunk % 2 == 0 || chunk == firstChunk) && threadIdx.x < kWarps * RT * 8) {
-      // kWarps * RT * 32 words, 4 words (16 B) per thread.
-      const int t = threadIdx.x;
-      const int wv = t / (8 * RT);
-      const int j = (t / 8) % RT;
-      const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-      const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
-      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
-      const uint32_t* src = wt.e + ((size_t)(valid ? tile : 0) * chunkPairs + chunk / 2) * 32 + (t % 8) * 4;
-      cpAsync16(base + Stage::e + t * 16, src, valid);
-    }
-    // B: BN token rows x 32 k (4 x 16 B each), rows fixed per thread.
-    if (threadIdx.x < BN * 4) {
-      cpAsync16(base + Stage::b + (threadIdx.x / 4) * kBRowBytes + (threadIdx.x % 4) * 16,
-                bSource + chunk * kChunk, bValid);
-    }
+    for (int j = 0; j < RT; ++j) cpAsync16(base + aDst[j], aSrc[j] + chunk * 32, aValid[j]);
+    if (chunk % 2 == 0 && eCopier) cpAsync16(base + eDst, eSrc + (chunk / 2) * 32, eValid);
+    if (bCopier) cpAsync16(base + bDst, bSource + chunk * kChunk, bValid);
   };
 
-  float part[RT][NT][4];
-  float bank[BANKS][RT][NT][4];
-#pragma unroll
-  for (int b = 0; b < BANKS; ++b)
-#pragma unroll
-    for (int j = 0; j < RT; ++j)
-#pragma unroll
-      for (int t = 0; t < NT; ++t)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) bank[b][j][t][i] = 0.f;
+  float acc[RT][NT][4];           // running total over the split
+  float bank[BANKS - 1][RT][NT][4];  // banks 0 .. BANKS-2 (the last is acc minus them)
 #pragma unroll
   for (int j = 0; j < RT; ++j)
 #pragma unroll
     for (int t = 0; t < NT; ++t)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) part[j][t][i] = 0.f;
-
-  // Row selections of this lane's rows (g and g + 8 of each tile), loaded a
-  // vector ahead of the fold that uses them.
-  const int vectors = args.k / (args.vectorChunks * kChunk);
-  const uint8_t* selectionBase = w.selection;
-  const int mc = w.mc;
-  auto bankOf = [=](int j, int h, int vector) -> int {
-    const int r = (rowTile + j) * kTileRows + lane / 4 + 8 * h;
-    return (warpActive && r < mc && vector < vectors) ? int(selectionBase[(size_t)r * vectors + vector]) - r % N : 0;
-  };
-  int selection[RT][2];
+      for (int i = 0; i < 4; ++i) {
+        acc[j][t][i] = 0.f;
 #pragma unroll
-  for (int j = 0; j < RT; ++j)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) selection[j][h] = bankOf(j, h, firstChunk / args.vectorChunks);
+        for (int b = 0; b < BANKS - 1; ++b) bank[b][j][t][i] = 0.f;
+      }
+  RowSelection<N, M, RT, NT> selection;
+  selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
-  // Prologue: fill kStages - 1 stages.
+  // Prologue: fill kStages - 1 stages. Splits start on even chunks, so a
+  // stage holding an even chunk also holds its pair's metadata.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < myChunks) loadStage(s, firstChunk + s);
     cpAsyncCommit();
   }
 
-  const int g = lane / 4;  // row within the 16 (and g + 8)
   uint32_t metadata[RT];
 #pragma unroll
   for (int j = 0; j < RT; ++j) metadata[j] = 0;
+  int readStage = 0;                // i % kStages, as a counter
+  int writeStage = kStages - 1;     // (i + kStages - 1) % kStages
+  const int aRead = Stage::a + (warp * RT * 32 + lane) * 16;
+  const int eRead = Stage::e + (warp * RT * 32 + lane) * 4;
   for (int i = 0; i < myChunks; ++i) {
     cpAsyncWait<kStages - 2>();
     __syncthreads();
     // Refill the stage consumed last iteration.
-    if (i + kStages - 1 < myChunks) loadStage((i + kStages - 1) % kStages, firstChunk + i + kStages - 1);
+    if (i + kStages - 1 < myChunks) loadStage(writeStage, firstChunk + i + kStages - 1);
     cpAsyncCommit();
 
-    const int chunk = firstChunk + i;
-    const unsigned char* base = smem + (i % kStages) * Stage::bytes;
+    const bool even = (firstChunk + i) % 2 == 0;
+    const unsigned char* base = smem + readStage * Stage::bytes;
     if (warpActive) {
       uint4 a[RT];
 #pragma unroll
       for (int j = 0; j < RT; ++j) {
-        a[j] = *reinterpret_cast<const uint4*>(base + Stage::a + ((warp * RT + j) * 32 + lane) * 16);
-        if (chunk % 2 == 0 || i == 0) {
-          metadata[j] = *reinterpret_cast<const uint32_t*>(base + Stage::e + ((warp * RT + j) * 32 + lane) * 4);
-        }
+        a[j] = *reinterpret_cast<const uint4*>(base + aRead + j * 32 * 16);
+        if (even) metadata[j] = *reinterpret_cast<const uint32_t*>(base + eRead + j * 32 * 4);
       }
       // The selector is warp-uniform: branch once per chunk so each path is
       // straight-line mma.sp with a constant selector.
-      if (chunk % 2 == 0) {
-        chunkMma<T, 0, RT, NT>(part, a, metadata, base + Stage::b, lane);
+      if (even) {
+        chunkMma<T, 0, RT, NT>(acc, a, metadata, base + Stage::b, lane);
       } else {
-        chunkMma<T, 1, RT, NT>(part, a, metadata, base + Stage::b, lane);
+        chunkMma<T, 1, RT, NT>(acc, a, metadata, base + Stage::b, lane);
       }
-      // End of a vector (or of this split): fold into the selected banks.
-      if ((chunk + 1) % args.vectorChunks == 0 || i == myChunks - 1) {
-        // bank[b] += part where b is the row's selection. Written as a
-        // multiply by a 0/1 mask so every register index stays a
-        // compile-time constant (an `if (b == s)` lets the compiler index
-        // the banks by `s`, which moves them to local memory).
-#pragma unroll
-        for (int b = 0; b < BANKS; ++b) {
-#pragma unroll
-          for (int j = 0; j < RT; ++j) {
-            const float low = selection[j][0] == b ? 1.f : 0.f;
-            const float high = selection[j][1] == b ? 1.f : 0.f;
-#pragma unroll
-            for (int t = 0; t < NT; ++t) {
-              bank[b][j][t][0] = fmaf(low, part[j][t][0], bank[b][j][t][0]);
-              bank[b][j][t][1] = fmaf(low, part[j][t][1], bank[b][j][t][1]);
-              bank[b][j][t][2] = fmaf(high, part[j][t][2], bank[b][j][t][2]);
-              bank[b][j][t][3] = fmaf(high, part[j][t][3], bank[b][j][t][3]);
-            }
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < RT; ++j)
-#pragma unroll
-          for (int t = 0; t < NT; ++t)
-#pragma unroll
-            for (int q = 0; q < 4; ++q) part[j][t][q] = 0.f;
-#pragma unroll
-        for (int j = 0; j < RT; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) selection[j][h] = bankOf(j, h, chunk / args.vectorChunks + 1);
-      }
+      selection.afterChunk(bank, acc, i == myChunks - 1);
     }
+    writeStage = readStage;
+    readStage = readStage == kStages - 1 ? 0 : readStage + 1;
   }
   cpAsyncWait<0>();
   __syncthreads();
+  selection.finish(bank, acc);
+  storeTile<T, N, M, RT, BN, EPILOGUE>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z);
+}
 
-  // ---- epilogue: banks -> shared f32 tile [BN][stride] -> global ----
-  using Tile = EpilogueLayout<RT, BN, N, M>;
-  constexpr int stride = Tile::stride;
-  float* tile = reinterpret_cast<float*>(smem);
-  // Warp-local output rows: condensed row r (0..16*RT-1 in the warp) of
-  // group r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
-  // 16 * RT * M / N rows. With N = 1 every (token, row) of the tile gets
-  // exactly one value (zero from a bank never selected), so plain stores;
-  // with N > 1 two (row, bank) pairs can name one output row, so the tile is
-  // zeroed and the banks added with shared atomics.
-  if (N > 1) {
-    for (int i = threadIdx.x; i < BN * stride; i += kThreads) tile[i] = 0.f;
-    __syncthreads();
-  }
-  if (warpActive) {
-    const int warpOut = warp * kRowsPerWarp * M / N;
-#pragma unroll
-    for (int j = 0; j < RT; ++j) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = j * kTileRows + g + 8 * half;
-#pragma unroll
-        for (int b = 0; b < BANKS; ++b) {
-          const int o = warpOut + (r / N) * M + r % N + b;
-#pragma unroll
-          for (int t = 0; t < NT; ++t) {
-            const int n = t * 8 + (lane % 4) * 2;
-            if (N == 1) {
-              tile[n * stride + o] = bank[b][j][t][2 * half];
-              tile[(n + 1) * stride + o] = bank[b][j][t][2 * half + 1];
-            } else {
-              atomicAdd(&tile[n * stride + o], bank[b][j][t][2 * half]);
-              atomicAdd(&tile[(n + 1) * stride + o], bank[b][j][t][2 * half + 1]);
-            }
-          }
-        }
-      }
-    }
-  }
-  __syncthreads();
+// ---------------------------------------------------------------------------
+// The streaming kernel (decode-sized token tiles)
+// ---------------------------------------------------------------------------
+//
+// At small T the product is bound by the weight's bytes, and every weight
+// fragment is used by one warp only — by the lane that loads it. So each
+// lane streams its own 16-byte A fragments (and 4-byte metadata words)
+// through a private ring of kStreamDepth chunks in shared memory with
+// cp.async: it waits only for its own copies (cp.async.wait_group), so the
+// loop has no barrier and kStreamDepth - 1 chunks per warp stay in flight.
+// The CTA's token rows for its whole k range are staged in shared memory
+// once, at the start (the only barrier before the epilogue). Grid: x = token
+// tiles (CTAs on the same weight rows run together, so re-reads hit L2),
+// y = row blocks of kWarps tiles (half per weight in the SiLU mode),
+// z = k splits.
+//
+// Shared memory:
+//   tokens  [chunksPerSplit][BN][32 + 8 pad] bf16      (ldmatrix, conflict-free)
+//   A ring  [kWarps][kStreamDepth][32 lanes] 16 B      (lane-private slots)
+//   E ring  [kWarps][kStreamDepth / 2][32 lanes] 4 B   (one word per chunk pair)
+// then reused for the epilogue tile.
 
-  // Tile -> global, two adjacent output rows per thread (m is a multiple of
-  // M >= 2, so pairs never straddle the end), consecutive threads on
-  // consecutive rows of one token.
-  constexpr int rowsPerWeightTile = (silu ? kWarps / 2 : kWarps) * kRowsPerWarp * M / N;
-  constexpr int pairsPerToken = rowsPerWeightTile / 2;
-  const int outBase = blockIdx.x * rowsPerWeightTile;
-  const int m = args.w0.m;
-  for (int idx = threadIdx.x; idx < BN * pairsPerToken; idx += kThreads) {
-    const int n = idx / pairsPerToken;
-    const int o = 2 * (idx % pairsPerToken);
-    const int token = tokenBase + n;
-    const int row = outBase + o;
-    if (token >= args.count || row >= m) continue;
-    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
-    if (args.splits > 1) {
-      // Split-k: plain f32 partials, reduced in order by splitEpilogue.
-      float* p = args.partial + ((size_t)blockIdx.z * 2 * args.count + token) * m + row;
-      *reinterpret_cast<float2*>(p) = v;
-      if (silu) {
-        *reinterpret_cast<float2*>(p + (size_t)args.count * m) =
-            *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
-      }
-      continue;
+constexpr int kStreamDepth = 8;  // chunks per lane's ring (7 in flight)
+
+// Two CTAs per SM where the banks fit in 128 registers (up to 4 banks).
+template <int N, int M>
+constexpr int streamMinBlocks() { return M - N + 1 <= 4 ? 2 : 1; }
+
+// A compile-time flag passed to generic lambdas.
+template <bool V>
+struct Constant {
+  static constexpr bool value = V;
+};
+
+template <int BN>
+struct StreamLayout {
+  static constexpr int chunkBytes = BN * kBRowBytes;  // token rows of one chunk
+  static constexpr int ringBytes = kWarps * kStreamDepth * 32 * 16 + kWarps * (kStreamDepth / 2) * 32 * 4;
+  // Start of the rings after `chunks` chunks of token rows (128-byte aligned).
+  static __device__ __host__ constexpr int ringOffset(int chunks) { return (chunks * chunkBytes + 127) / 128 * 128; }
+};
+
+template <typename T, int N, int M, int BN, int EPILOGUE>
+__device__ __forceinline__ void streamGemm(const GemmArgs& args) {
+  constexpr int BANKS = M - N + 1;
+  constexpr int NT = BN / 8;
+  constexpr int D = kStreamDepth;
+  using Layout = StreamLayout<BN>;
+  static_assert(kThreads % (BN * 4) == 0, "token copy assumes whole rows per thread round");
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const bool silu = EPILOGUE == kSiluMul;
+  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
+  const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
+  const int rowBlock = blockIdx.y;
+  const int rowTile = rowBlock * warpsPerWeight + warp % warpsPerWeight;
+  const bool warpActive = rowTile < (w.mc + kTileRows - 1) / kTileRows;
+  const int tokenBase = blockIdx.x * BN;
+  const int chunks = args.k / kChunk;
+  const int chunkPairs = (chunks + 1) / 2;
+  const int firstChunk = blockIdx.z * args.chunksPerSplit;  // even
+  const int lastChunk = min(chunks, firstChunk + args.chunksPerSplit);
+  const int myChunks = lastChunk - firstChunk;
+
+  // Token rows of the whole k range -> shared (cp.async group 0). Each
+  // thread always copies the same 16 B piece of the same token row.
+  {
+    const int piece = threadIdx.x % (BN * 4);
+    const int token = tokenBase + piece / 4;
+    const bool valid = token < args.count;
+    const uint16_t* src =
+        args.x + (size_t)(valid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
+    unsigned char* dst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
+    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
+      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);
     }
-    if (EPILOGUE == kStore) {
-      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, v.x, v.y);
-    } else if (EPILOGUE == kSiluMul) {
-      const float2 up = *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
-      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, siluf(v.x) * up.x, siluf(v.y) * up.y);
-    } else if (EPILOGUE == kScaleAdd) {
-      const float w = args.routeWeights[token];
-      float* out = reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row;
-      atomicAdd(out, w * v.x);
-      atomicAdd(out + 1, w * v.y);
+    cpAsyncCommit();
+  }
+
+  // The lane's rings and its sources.
+  unsigned char* aRing = smem + Layout::ringOffset(args.chunksPerSplit) + (warp * D * 32 + lane) * 16;
+  unsigned char* eRing = smem + Layout::ringOffset(args.chunksPerSplit) + kWarps * D * 32 * 16 +
+                         (warp * (D / 2) * 32 + lane) * 4;
+  // Sources of this split: chunk i of the split at aSource + 32 i, its pair
+  // at eSource + 32 (i / 2).
+  const uint4* aSource = w.a + ((size_t)(warpActive ? rowTile : 0) * chunks + firstChunk) * 32 + lane;
+  const uint32_t* eSource = w.e + ((size_t)(warpActive ? rowTile : 0) * chunkPairs + firstChunk / 2) * 32 + lane;
+  // Chunk `i` of the split (and, with an even i, its pair's metadata) into
+  // ring slot i % D; past the split or for an inactive warp, zero-fill.
+  auto issue = [&](int i, auto evenChunk) {
+    const bool valid = warpActive && i < myChunks;
+    cpAsync16(aRing + (i % D) * 32 * 16, aSource + (valid ? i : 0) * 32, valid);
+    if (decltype(evenChunk)::value) cpAsync4(eRing + ((i / 2) % (D / 2)) * 32 * 4, eSource + (valid ? i / 2 : 0) * 32, valid);
+    cpAsyncCommit();
+  };
+#pragma unroll
+  for (int i = 0; i < D - 1; ++i) {
+    if (i % 2 == 0) {
+      issue(i, Constant<true>{});
     } else {
-      const float w = args.routeWeights[token];
-      *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + (size_t)args.slots[token] * m + row) =
-          make_float2(w * v.x, w * v.y);
+      issue(i, Constant<false>{});
     }
   }
+
+  float acc[1][NT][4];
+  float bank[BANKS - 1][1][NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[0][t][i] = 0.f;
+#pragma unroll
+      for (int b = 0; b < BANKS - 1; ++b) bank[b][0][t][i] = 0.f;
+    }
+  RowSelection<N, M, 1, NT> selection;
+  selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
+
+  // Groups committed so far: tokens + D - 1 chunks. Waiting for all but
+  // D - 2 completes the tokens and chunk 0; the barrier publishes the
+  // tokens other threads copied.
+  cpAsyncWait<D - 2>();
+  __syncthreads();
+  uint32_t metadata[1] = {0};
+  // One chunk; splits start on even chunks, so the parity of i is the
+  // chunk's and the selector is a constant in each half of the unrolled pair.
+  auto step = [&](int i, auto evenChunk) {
+    constexpr bool even = decltype(evenChunk)::value;
+    cpAsyncWait<D - 2>();  // this lane's chunk i has landed (no barrier: lane-private)
+    const uint4 a[1] = {*reinterpret_cast<const uint4*>(aRing + (i % D) * 32 * 16)};
+    if (even) metadata[0] = *reinterpret_cast<const uint32_t*>(eRing + ((i / 2) % (D / 2)) * 32 * 4);
+    // Refill the slot read last iteration (its values are already in
+    // registers); i + D - 1 has the other parity.
+    issue(i + D - 1, Constant<!even>{});
+    if (warpActive) {
+      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layout::chunkBytes, lane);
+      selection.afterChunk(bank, acc, i == myChunks - 1);
+    }
+  };
+  for (int i = 0; i < myChunks; i += 2) {
+    step(i, Constant<true>{});
+    if (i + 1 < myChunks) step(i + 1, Constant<false>{});
+  }
+  cpAsyncWait<0>();
+  __syncthreads();  // every warp is done with the token rows before the epilogue reuses them
+  selection.finish(bank, acc);
+  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z);
 }
 
 // Split-k epilogue: sums the splits' partials in order (deterministic) and
@@ -415,7 +656,7 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
 // ---------------------------------------------------------------------------
 
 #define SAMOYEDS_GEMM(NAME, T, N, M, BN, EPI)                                                    \
-  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 2)                            \
       NAME(const samoyeds::GemmArgs args) {                                                      \
     samoyeds::dualSparseGemm<T, N, M, 1, BN, EPI>(args);                                         \
   }                                                                                              \
@@ -441,11 +682,22 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
   SAMOYEDS_GEMM_NARROW(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
   SAMOYEDS_GEMM_NARROW(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
 
+// The streaming kernel (decode): 16-token tiles, lane-private weight rings. `_stream`.
+#define SAMOYEDS_GEMM_STREAM(NAME, T, N, M, EPI)                                                 \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, samoyeds::streamMinBlocks<N, M>()) \
+      NAME##_stream(const samoyeds::GemmArgs args) {                                             \
+    samoyeds::streamGemm<T, N, M, 16, EPI>(args);                                                \
+  }
+
 #define SAMOYEDS_GEMM_EPILOGUES(PREFIX, T, N, M, BN)               \
   SAMOYEDS_GEMM(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
   SAMOYEDS_GEMM(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
-  SAMOYEDS_GEMM(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
+  SAMOYEDS_GEMM(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)    \
+  SAMOYEDS_GEMM_STREAM(PREFIX##_store, T, N, M, samoyeds::kStore)        \
+  SAMOYEDS_GEMM_STREAM(PREFIX##_silu, T, N, M, samoyeds::kSiluMul)       \
+  SAMOYEDS_GEMM_STREAM(PREFIX##_add, T, N, M, samoyeds::kScaleAdd)       \
+  SAMOYEDS_GEMM_STREAM(PREFIX##_slots, T, N, M, samoyeds::kScaleSlots)
 
 // Patterns with up to 2 banks use 64-token tiles; up to 4 banks 32; up to 8,
 // 16. Each has a 1-tile-per-warp and a 2-tiles-per-warp (_rt2) variant.

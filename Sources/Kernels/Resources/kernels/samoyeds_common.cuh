@@ -57,6 +57,14 @@ __device__ __forceinline__ void cpAsync16(void* sharedDst, const void* globalSrc
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(globalSrc), "r"(bytes));
 }
 
+// cp.async.ca.shared.global, 4 bytes (the .cg form copies 16 only); zero-
+// filled when `valid` is false.
+__device__ __forceinline__ void cpAsync4(void* sharedDst, const void* globalSrc, bool valid) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(sharedDst);
+  const int bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(globalSrc), "r"(bytes));
+}
+
 // cp.async.commit_group.
 __device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 
