@@ -1,5 +1,6 @@
 import CPUEngine
 import CUDA
+import GPUEngine
 import Kernels
 import SamoyedsFormat
 
