@@ -91,17 +91,13 @@ public final class GPUMoELayer {
     }
     let hidden = config.hiddenSize
     if x.rows == 0 { return GPUMoEResult(output: Matrix(rows: 0, columns: hidden, repeating: 0), plan: plan) }
-    let out: [Float]
+    var output = Matrix<Float>(rows: x.rows, columns: hidden, repeating: 0)
     do {
-      out = try run(x, plan: plan, sharedScale: sharedScale)
+      output.storage = try run(x, plan: plan, sharedScale: sharedScale)  // exactly T·hidden values
     } catch {
       throw .cuda(error)
     }
-    do {
-      return GPUMoEResult(output: try Matrix(rows: x.rows, columns: hidden, storage: out), plan: plan)
-    } catch {
-      throw .input(.format(error))
-    }
+    return GPUMoEResult(output: output, plan: plan)
   }
 
   /// Steps 2-6 of the pipeline; returns out [T, hidden] row-major.

@@ -5,9 +5,9 @@ import SamoyedsFormat
 /// The GPU objects a command or layer needs: one context, the stream work
 /// runs on, and the compiled kernels.
 ///
-/// `Sendable` because each member is a handle-owning class documented as
-/// thread-safe; work submitted to `stream` from two threads still
-/// interleaves, so one user at a time should own a session's stream.
+/// `Sendable` as its members are (the CUDA layer's handle owners); work
+/// submitted to `stream` from two threads interleaves in submission order,
+/// so give each concurrent user its own session or stream.
 public struct GPUSession: Sendable {
   public let context: CUDAContext
   public let stream: CUDAStream
