@@ -8,6 +8,7 @@
 //   Checkpoint                       files (safetensors), depends on the format
 //   CPUEngine                        reference/fallback engine
 //   CUDA                             run-time loaded CUDA libraries (dlopen)
+//   Kernels, GPUEngine               GPU kernels and the GPU MoE layer
 //   samoyeds                         the command-line tool
 // SamoyedsFormat, SamoyedsModel, Checkpoint and CPUEngine never import CUDA.
 
@@ -31,6 +32,7 @@ let package = Package(
     .library(name: "Models", targets: ["Models"]),
     .library(name: "CUDA", targets: ["CUDA"]),
     .library(name: "Kernels", targets: ["Kernels"]),
+    .library(name: "GPUEngine", targets: ["GPUEngine"]),
     .executable(name: "samoyeds", targets: ["samoyeds"]),
   ],
   dependencies: [
@@ -81,11 +83,17 @@ let package = Package(
       swiftSettings: strictSwift
     ),
 
+    .target(
+      name: "GPUEngine",
+      dependencies: ["Kernels", "CUDA", "CPUEngine", "SamoyedsFormat", "SamoyedsModel"],
+      swiftSettings: strictSwift
+    ),
+
     // MARK: Command-line tool
     .executableTarget(
       name: "samoyeds",
       dependencies: [
-        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA", "Kernels", "Models",
+        "SamoyedsFormat", "SamoyedsModel", "Checkpoint", "CPUEngine", "CUDA", "Kernels", "GPUEngine", "Models",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: strictSwift
@@ -116,6 +124,11 @@ let package = Package(
     .testTarget(
       name: "KernelsTests",
       dependencies: ["Kernels", "CUDA", "SamoyedsFormat"],
+      swiftSettings: strictSwift
+    ),
+    .testTarget(
+      name: "GPUEngineTests",
+      dependencies: ["GPUEngine", "CPUEngine", "CUDA", "Kernels", "SamoyedsFormat", "SamoyedsModel"],
       swiftSettings: strictSwift
     ),
     .testTarget(

@@ -32,6 +32,9 @@ run)
   if [ "${QUICK:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; then
     compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" verify --filter "256x256 1:2:128" >"$out/sanitizer-memcheck.log" 2>&1
     echo "memcheck exit $? ($(grep -c ERROR "$out/sanitizer-memcheck.log") ERROR lines)"
+    # The GPU layer (views of one index upload, shared-expert scaleAdd): a family with a shared expert.
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" verify --filter "gpu moe layer qwen2-moe-mini" >"$out/sanitizer-memcheck-layer.log" 2>&1
+    echo "memcheck (GPU layer) exit $? ($(grep -c ERROR "$out/sanitizer-memcheck-layer.log") ERROR lines)"
     compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "256 1:2:128 store" >"$out/sanitizer-racecheck.log" 2>&1
     echo "racecheck exit $? ($(grep -cE 'ERROR|hazard' "$out/sanitizer-racecheck.log") hazard lines)"
   fi

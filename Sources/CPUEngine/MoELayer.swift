@@ -207,26 +207,11 @@ public enum CPUMoELayer {
     expert: (Int) throws(EngineError) -> CPUExpert, shared: () throws(EngineError) -> CPUExpert?
   ) throws(EngineError) -> CPUMoEResult {
     let hidden = config.hiddenSize
-    guard x.columns == hidden else {
-      throw .shapeMismatch("hidden states have \(x.columns) columns, \(config.name) has hidden size \(hidden)")
-    }
-    if let (row, column) = x.firstNonFinite() {
-      throw .nonFinite("hidden state [\(row), \(column)] is \(x[row, column])")
-    }
     let tokens = x.rows
     let k = config.topK
 
     // 1. Router → activation side.
-    let logits = try CPUGEMM.dense(x, weight: router)
-    let choice = Router.route(logits: logits, rule: config.router)
-    let plan: RoutingPlan
-    do {
-      plan = try RoutingPlan(
-        numTokens: tokens, numExperts: config.numExperts, topK: k,
-        selectedExperts: choice.experts, weights: choice.weights)
-    } catch {
-      throw .format(error)
-    }
+    let plan = try route(x, config: config, router: router)
 
     // 2. Experts on their token rows; results scaled into their slots.
     var slots = Matrix<Float>(rows: tokens * k, columns: hidden, repeating: 0)
@@ -253,15 +238,53 @@ public enum CPUMoELayer {
     // 4. Shared experts.
     if let sharedExpert = try shared() {
       let s = try sharedExpert.apply(x)
-      var scale = [Float](repeating: 1, count: tokens)
-      if config.sharedExpert?.gate == .sigmoid, let gate = sharedGate {
-        let g = try CPUGEMM.dense(x, weight: gate)
-        for t in 0..<tokens { scale[t] = 1 / (1 + Float.exp(-g[t, 0])) }
-      }
+      let scale = try sharedExpertScale(x, config: config, sharedGate: sharedGate)
       for t in 0..<tokens {
         for c in 0..<hidden { output[t, c] += scale[t] * s[t, c] }
       }
     }
     return CPUMoEResult(output: output, plan: plan)
+  }
+
+  /// Steps 1-3 of the layer, shared by every engine: checks the hidden
+  /// states `x` [T, hidden], computes the router logits `x · routerᵀ` [T, E]
+  /// (f32, `CPUGEMM.dense`), routes them by the family's rule and builds the
+  /// activation side.
+  ///
+  /// Throws `shapeMismatch` when `x` does not have `config.hiddenSize`
+  /// columns and `nonFinite` naming the first NaN or infinity in `x`.
+  public static func route(
+    _ x: Matrix<Float>, config: MoEConfig, router: Matrix<Float>
+  ) throws(EngineError) -> RoutingPlan {
+    guard x.columns == config.hiddenSize else {
+      throw .shapeMismatch(
+        "hidden states have \(x.columns) columns, \(config.name) has hidden size \(config.hiddenSize)")
+    }
+    if let (row, column) = x.firstNonFinite() {
+      throw .nonFinite("hidden state [\(row), \(column)] is \(x[row, column])")
+    }
+    let logits = try CPUGEMM.dense(x, weight: router)
+    let choice = Router.route(logits: logits, rule: config.router)
+    do {
+      return try RoutingPlan(
+        numTokens: x.rows, numExperts: config.numExperts, topK: config.topK,
+        selectedExperts: choice.experts, weights: choice.weights)
+    } catch {
+      throw .format(error)
+    }
+  }
+
+  /// The shared expert's per-token scale s(t) [T]: 1 for an ungated shared
+  /// expert (DeepSeek-MoE), `sigmoid(x[t] · g)` for a sigmoid-gated one
+  /// (Qwen2-MoE, `sharedGate` g [1, hidden]).
+  public static func sharedExpertScale(
+    _ x: Matrix<Float>, config: MoEConfig, sharedGate: Matrix<Float>?
+  ) throws(EngineError) -> [Float] {
+    var scale = [Float](repeating: 1, count: x.rows)
+    if config.sharedExpert?.gate == .sigmoid, let gate = sharedGate {
+      let g = try CPUGEMM.dense(x, weight: gate)
+      for t in 0..<x.rows { scale[t] = 1 / (1 + Float.exp(-g[t, 0])) }
+    }
+    return scale
   }
 }

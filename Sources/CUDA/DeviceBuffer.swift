@@ -1,10 +1,14 @@
-/// Device memory owned by this object (cuMemAlloc / cuMemFree).
+/// Device memory owned by this object (cuMemAlloc / cuMemFree), or a view
+/// of part of another buffer (`view(offset:byteCount:)`), which keeps that
+/// buffer alive and frees nothing.
 public final class DeviceBuffer: @unchecked Sendable {
   let context: CUDAContext
   /// Device address of the first byte.
   public let address: CUdeviceptr
   /// Size in bytes.
   public let byteCount: Int
+  /// The allocation a view borrows; nil when this buffer owns its memory.
+  let owner: DeviceBuffer?
 
   /// Allocates `byteCount` bytes (at least 1, so every buffer has an address).
   public init(context: CUDAContext, byteCount: Int) throws(CUDAError) {
@@ -15,6 +19,24 @@ public final class DeviceBuffer: @unchecked Sendable {
     self.context = context
     self.address = address
     self.byteCount = byteCount
+    self.owner = nil
+  }
+
+  private init(viewing owner: DeviceBuffer, address: CUdeviceptr, byteCount: Int) {
+    self.context = owner.context
+    self.address = address
+    self.byteCount = byteCount
+    self.owner = owner
+  }
+
+  /// Bytes `offset ..< offset + byteCount` of this buffer as a buffer of
+  /// their own (no copy), e.g. one expert's segment of an index list
+  /// uploaded whole. The view keeps the allocation alive.
+  public func view(offset: Int, byteCount: Int) throws(CUDAError) -> DeviceBuffer {
+    guard offset >= 0, byteCount >= 0, offset <= self.byteCount - byteCount else {
+      throw .invalidArgument("view of bytes \(offset)..<\(offset + byteCount) of a \(self.byteCount)-byte buffer")
+    }
+    return DeviceBuffer(viewing: owner ?? self, address: address + CUdeviceptr(offset), byteCount: byteCount)
   }
 
   /// Allocates and uploads `elements`.
@@ -23,10 +45,23 @@ public final class DeviceBuffer: @unchecked Sendable {
     try upload(elements)
   }
 
-  deinit { _ = context.api.cuMemFree(address) }
+  deinit {
+    if owner == nil { _ = context.api.cuMemFree(address) }
+  }
 
   /// Copies `elements` to the start of the buffer (synchronous).
   public func upload<T: BitwiseCopyable>(_ elements: [T]) throws(CUDAError) {
+    try copyIn(elements, stream: nil)
+  }
+
+  /// Copies `elements` to the start of the buffer, in order on `stream`.
+  /// The driver stages pageable host memory before returning, so `elements`
+  /// may go away at once; later work on `stream` sees the data.
+  public func upload<T: BitwiseCopyable>(_ elements: [T], on stream: CUDAStream) throws(CUDAError) {
+    try copyIn(elements, stream: stream)
+  }
+
+  private func copyIn<T: BitwiseCopyable>(_ elements: [T], stream: CUDAStream?) throws(CUDAError) {
     let bytes = elements.count * MemoryLayout<T>.stride
     guard bytes <= byteCount else {
       throw .invalidArgument("upload of \(bytes) bytes into a \(byteCount)-byte buffer")
@@ -34,8 +69,11 @@ public final class DeviceBuffer: @unchecked Sendable {
     if bytes == 0 { return }
     let api = context.api
     let address = self.address
-    let status = elements.withUnsafeBytes { raw in api.cuMemcpyHtoD(address, raw.baseAddress, bytes) }
-    try api.check(status, "cuMemcpyHtoD")
+    let status = elements.withUnsafeBytes { raw in
+      if let stream { api.cuMemcpyHtoDAsync(address, raw.baseAddress, bytes, stream.stream) }
+      else { api.cuMemcpyHtoD(address, raw.baseAddress, bytes) }
+    }
+    try api.check(status, stream == nil ? "cuMemcpyHtoD" : "cuMemcpyHtoDAsync")
   }
 
   /// Copies the first `count` elements of type `T` back (synchronous).

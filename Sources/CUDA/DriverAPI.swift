@@ -29,6 +29,7 @@ final class DriverAPI: @unchecked Sendable {
   let cuMemFree: @convention(c) (CUdeviceptr) -> Status
   let cuMemcpyHtoD: @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int) -> Status
   let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer?, CUdeviceptr, Int) -> Status
+  let cuMemcpyHtoDAsync: @convention(c) (CUdeviceptr, UnsafeRawPointer?, Int, CUstream?) -> Status
   let cuMemcpyDtoDAsync: @convention(c) (CUdeviceptr, CUdeviceptr, Int, CUstream?) -> Status
   let cuMemsetD8Async: @convention(c) (CUdeviceptr, UInt8, Int, CUstream?) -> Status
   let cuMemsetD32Async: @convention(c) (CUdeviceptr, UInt32, Int, CUstream?) -> Status
@@ -84,6 +85,7 @@ final class DriverAPI: @unchecked Sendable {
     cuMemFree = try load("cuMemFree_v2")
     cuMemcpyHtoD = try load("cuMemcpyHtoD_v2")
     cuMemcpyDtoH = try load("cuMemcpyDtoH_v2")
+    cuMemcpyHtoDAsync = try load("cuMemcpyHtoDAsync_v2")
     cuMemcpyDtoDAsync = try load("cuMemcpyDtoDAsync_v2")
     cuMemsetD8Async = try load("cuMemsetD8Async")
     cuMemsetD32Async = try load("cuMemsetD32Async")

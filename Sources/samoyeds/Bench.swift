@@ -1,5 +1,6 @@
 import ArgumentParser
 import CPUEngine
+import GPUEngine
 import CUDA
 import Kernels
 import Models

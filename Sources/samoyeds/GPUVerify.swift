@@ -1,11 +1,14 @@
 import CPUEngine
 import CUDA
+import GPUEngine
 import Kernels
 import SamoyedsFormat
+import SamoyedsModel
 
-/// GPU kernel cases for `samoyeds verify`: every kernel and epilogue on
-/// fresh random inputs against the f32 CPU reference, outputs poisoned
-/// first so unwritten elements show as NaN.
+/// GPU cases for `samoyeds verify`: every kernel and epilogue on fresh
+/// random inputs against the f32 CPU reference, outputs poisoned first so
+/// unwritten elements show as NaN; then the whole GPU MoE layer against the
+/// CPU layer for every family.
 struct GPUVerifier {
   let session: GPUSession
   var report: (String, Double, Double) -> Void
@@ -135,6 +138,80 @@ struct GPUVerifier {
       report(name + (deterministic ? " (bitwise repeatable)" : " (NOT repeatable)"),
              deterministic ? compare(results[0], expected) : .nan, 1e-2)
     }
+  }
+
+  /// One GPU MoE-layer case: `GPUMoELayer` against `CPUMoELayer.forward` on
+  /// the same pruned weights (values stored in `dtype`, so both sides hold
+  /// identical numbers) and the same hidden states rounded to `dtype`.
+  struct LayerCase {
+    var config: MoEConfig
+    var tokens: Int
+    var dtype: DType = .bf16
+    /// Routing pushed onto expert 0 and away from the last expert (`skew`).
+    var skewed = false
+
+    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16".
+    var description: String {
+      "gpu moe layer \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
+    }
+  }
+
+  /// Per mini family: T = 1, 3, 77 (bf16), T = 77 skewed, T = 77 fp16.
+  /// Experts without tokens occur in every T = 1 case and every skewed case
+  /// (the last expert); skewed OpenMoE also drops tokens by capacity.
+  static func layerCases() -> [LayerCase] {
+    Presets.mini.flatMap { config in
+      [1, 3, 77].map { LayerCase(config: config, tokens: $0) }
+        + [LayerCase(config: config, tokens: 77, skewed: true), LayerCase(config: config, tokens: 77, dtype: .fp16)]
+    }
+  }
+
+  /// Skewed routing: a unit direction u is taken out of every token and put
+  /// back with length 4, and ±8·u is added to the router rows of expert 0 and
+  /// the last expert, so expert 0's logit leads every token's by about 32
+  /// (it gets every token, up to a capacity) and the last expert's trails by
+  /// as much (it gets none).
+  static func skew(_ weights: inout DenseMoEWeights, _ x: inout Matrix<Float>, rng: inout SeededGenerator) {
+    let hidden = x.columns
+    var u = rng.normalMatrix(rows: 1, columns: hidden).storage
+    let norm = u.reduce(0) { $0 + $1 * $1 }.squareRoot()
+    u = u.map { $0 / norm }
+    for t in 0..<x.rows {
+      var along: Float = 0
+      for c in 0..<hidden { along += x[t, c] * u[c] }
+      for c in 0..<hidden { x[t, c] += (4 - along) * u[c] }
+    }
+    let last = weights.config.numExperts - 1
+    for c in 0..<hidden {
+      weights.router[0, c] += 8 * u[c]
+      weights.router[last, c] -= 8 * u[c]
+    }
+  }
+
+  /// Runs `c` twice on the GPU (the two outputs must be bitwise equal and
+  /// the routing plan the CPU's) and reports the error against the CPU.
+  func runLayer(_ c: LayerCase, seed: UInt64) throws {
+    var weights = DenseMoEWeights.random(config: c.config, seed: seed)
+    var rng = SeededGenerator(seed: seed &+ 7)
+    var x = rng.normalMatrix(rows: c.tokens, columns: c.config.hiddenSize)
+    if c.skewed { Self.skew(&weights, &x, rng: &rng) }
+    x = HalfBits.rounded(x, c.dtype)
+    let (sparse, _) = try weights.pruned(pattern: .default, storage: c.dtype)
+    let expected = try CPUMoELayer.forward(x, weights: sparse)
+    let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype)
+    let first = try layer.forward(x)
+    let second = try layer.forward(x)
+    let repeatable = first.output.storage.elementsEqual(second.output.storage) { $0.bitPattern == $1.bitPattern }
+    let plan = first.plan
+    let counts = (0..<plan.numExperts).map { plan.entries(ofExpert: $0).count }
+    let notes = [
+      "max \(counts.max() ?? 0) tokens/expert", "\(counts.filter { $0 == 0 }.count) idle",
+      "\(plan.numTokens * plan.topK - plan.entryCount) dropped",
+      plan == expected.plan ? nil : "PLAN DIFFERS", repeatable ? "repeatable" : "NOT repeatable",
+    ].compactMap { $0 }
+    report(
+      "\(c.description) seed=\(seed) (\(notes.joined(separator: ", ")))",
+      repeatable && plan == expected.plan ? relativeError(first.output, expected.output) : .nan, 1e-2)
   }
 
   /// Relative Frobenius error; NaN if any element is NaN.

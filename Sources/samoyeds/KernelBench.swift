@@ -1,4 +1,5 @@
 import CUDA
+import GPUEngine
 import Kernels
 import SamoyedsFormat
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CPUEngine
+import GPUEngine
 import SamoyedsFormat
 import SamoyedsModel
 
@@ -12,9 +13,11 @@ struct Verify: ParsableCommand {
       many shapes and patterns, and every family's MoE layer (sparse against dense on \
       the same pruned weights). GPU: every kernel and epilogue (store, SiLU·up, scale-add, \
       deterministic slots + combine), bf16 and fp16, token counts 0, 1, 3, 77, 1000, odd \
-      row counts, split-k, against the CPU reference with outputs poisoned first \
-      (bf16 tolerance: relative Frobenius error below 1e-2; NaN never passes). Without a \
-      usable GPU it says why and exits 2 (use --cpu-only).
+      row counts, split-k, against the CPU reference with outputs poisoned first; then \
+      the GPU MoE layer (v0) of every mini family, T = 1, 3, 77, skewed routing and \
+      fp16, against the CPU layer on the same pruned weights, run twice for bitwise \
+      repeatability (bf16 tolerance: relative Frobenius error below 1e-2; NaN never \
+      passes). Without a usable GPU it says why and exits 2 (use --cpu-only).
       """)
 
   @Flag(help: "Check only the CPU engine (exit 0 when it passes).")
@@ -23,7 +26,7 @@ struct Verify: ParsableCommand {
   @Option(help: "Base random seed (printed per case).")
   var seed: UInt64 = 2025
 
-  @Option(help: "Only GPU cases whose description contains this text.")
+  @Option(help: "Only GPU cases whose description contains this text (kernel cases: \"MxK N:M:V epilogue\"; layer cases: \"gpu moe layer NAME T=…\").")
   var filter: String?
 
   func run() throws {
@@ -80,7 +83,7 @@ struct Verify: ParsableCommand {
     do {
       session = try GPUSession.open()
     } catch {
-      print("GPU: cannot verify GPU kernels: \(error)")
+      print("GPU: cannot verify the GPU kernels and layer: \(error)")
       print("\(cases - failures) passed, \(failures) failed (GPU not verified; use --cpu-only to check the CPU engine alone)")
       throw ExitCode(2)
     }
@@ -93,8 +96,16 @@ struct Verify: ParsableCommand {
         report("gpu case \(index) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue): \(error)", .nan, 1e-2)
       }
     }
+    for (index, c) in GPUVerifier.layerCases().enumerated() where filter.map({ c.description.contains($0) }) ?? true {
+      let caseSeed = seed &+ UInt64(200_000 + index)
+      do {
+        try verifier.runLayer(c, seed: caseSeed)
+      } catch {
+        report("\(c.description) seed=\(caseSeed): \(error)", .nan, 1e-2)
+      }
+    }
     print("")
-    print("\(cases - failures) passed, \(failures) failed (CPU engine and GPU kernels)")
+    print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels and GPU MoE layer)")
     if failures > 0 { throw ExitCode(1) }
   }
 }

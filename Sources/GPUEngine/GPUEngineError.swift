@@ -1,0 +1,22 @@
+import CPUEngine
+import CUDA
+
+/// Every failure of the GPU engine, one case per cause.
+public enum GPUEngineError: Error, Equatable, Sendable, CustomStringConvertible {
+  /// The layer cannot run on the GPU (yet): a dense expert projection, a
+  /// pattern or element type without a kernel. Says what and what to do.
+  case unsupported(String)
+  /// Bad hidden states or weights, as the CPU engine reports them (wrong
+  /// hidden size, a NaN or infinity in the hidden states).
+  case input(EngineError)
+  /// A CUDA failure: driver, NVRTC, or launch arguments the kernels reject.
+  case cuda(CUDAError)
+
+  public var description: String {
+    switch self {
+    case .unsupported(let text): "not supported on the GPU: \(text)"
+    case .input(let error): error.description
+    case .cuda(let error): error.description
+    }
+  }
+}
