@@ -191,18 +191,33 @@ public enum PortableKernel {
     return warps
   }
 
-  /// The tiling `run` uses: the forced one, else by the measured crossover
-  /// (H200, docs/KERNELS.md): `stream` for decode-sized batches (T <= 64),
-  /// where the weight's bytes bound the time; `bn32` for small weights
-  /// (<= 4M elements) up to T = 1024, where the extra warps hide latency
-  /// and weight re-reads are cheap; `rt2` otherwise (half the shared-memory
-  /// traffic per mma); `rt1` where `rt2` does not fit.
+  /// The tiling `run` uses: the forced one, else the fastest measured for
+  /// the shape class and token count on an H200 (`samoyeds bench kernel`
+  /// times every tiling side by side; docs/bench/portable-kernel-h200.txt):
+  ///
+  /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
+  /// |---|---|---|---|---|---|
+  /// | small (<= 4M elements) | stream | bn32 | stream | bn32 | rt1 (> 4096) |
+  /// | large, m >= k | stream | bn32 | rt1 | rt1 | rt2 |
+  /// | large, m < k | stream | rt1 | rt2 | rt2 | rt2 |
+  ///
+  /// A tiling that is not instantiated for the pattern (bn32: 1:2 only) or
+  /// does not fit the device falls back to rt2, then rt1.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
-    if a.count <= 64 && isAvailable(.stream, a, context: context) { return .stream }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
-    if isAvailable(.bn32, a, context: context) && small && a.count <= 1024 { return .bn32 }
-    return isAvailable(.rt2, a, context: context) ? .rt2 : .rt1
+    let tall = a.weight.rows >= a.weight.columns
+    let preferred: Tiling
+    switch a.count {
+    case ...32: preferred = .stream
+    case ...64: preferred = small || tall ? .bn32 : .rt1
+    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt2)
+    case ...1024: preferred = small ? .bn32 : (tall ? .rt1 : .rt2)
+    case ...4096: preferred = small ? .bn32 : .rt2
+    default: preferred = small ? .rt1 : .rt2
+    }
+    for candidate in [preferred, .rt2, .rt1] where isAvailable(candidate, a, context: context) { return candidate }
+    return .rt1
   }
 
   /// Throws `invalidArgument` naming the first thing the kernel cannot do.
