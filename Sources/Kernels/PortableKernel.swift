@@ -113,8 +113,15 @@ public enum PortableKernel {
     /// no barrier in the loop); the token rows of the CTA's k range are
     /// staged in shared memory once.
     case stream
+    /// rt2 with chunk-pair stages: one barrier per two chunks, and the
+    /// second chunk's token fragments load while the first's mma.sp issue
+    /// (1:2 only).
+    case rt2x2
 
-    public var rowTiles: Int { self == .rt2 ? 2 : 1 }
+    public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
+
+    /// k32 chunks per pipeline stage.
+    var chunksPerStage: Int { self == .rt2x2 ? 2 : 1 }
 
     var suffix: String {
       switch self {
@@ -122,6 +129,7 @@ public enum PortableKernel {
       case .rt2: "_rt2"
       case .bn32: "_bn32"
       case .stream: "_stream"
+      case .rt2x2: "_rt2x2"
       }
     }
   }
@@ -138,16 +146,21 @@ public enum PortableKernel {
   static func tokenTile(_ pattern: SparsePattern, _ tiling: Tiling) -> Int? {
     guard let base = tokenTile(pattern) else { return nil }
     if tiling == .stream { return streamTokenTile }
-    if tiling == .bn32 { return pattern.keptRows == 1 && pattern.groupRows == 2 ? base / 2 : nil }
+    let oneOfTwo = pattern.keptRows == 1 && pattern.groupRows == 2
+    if tiling == .bn32 { return oneOfTwo ? base / 2 : nil }
+    if tiling == .rt2x2 { return oneOfTwo ? base : nil }
     return base
   }
 
   /// Dynamic shared memory of a CTA (max of the pipeline and the epilogue
-  /// tile), for `rt` 16-row tiles per warp — as laid out in the .cu file.
-  static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern, rowTiles rt: Int) -> Int {
-    let stage = warps * rt * 32 * 16 + warps * rt * 32 * 4 + bn * (32 + 8) * 2
+  /// tile), for `rt` 16-row tiles per warp and `cps` chunks per stage — as
+  /// laid out in the .cu file (`StageLayout`; six chunks in flight).
+  static func sharedBytes(tokenTile bn: Int, pattern: SparsePattern, rowTiles rt: Int, chunksPerStage cps: Int = 1)
+    -> Int
+  {
+    let stage = cps * warps * rt * 32 * 16 + warps * rt * 32 * 4 + cps * bn * (32 + 8) * 2
     let epilogue = bn * (warps * rt * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
-    return max(stage * stages, epilogue)
+    return max(stage * (stages / cps), epilogue)
   }
 
   /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
@@ -180,7 +193,8 @@ public enum PortableKernel {
     if tiling == .stream {
       return streamSharedBytes(chunks: 2, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
     }
-    return sharedBytes(tokenTile: bn, pattern: a.weight.pattern, rowTiles: tiling.rowTiles)
+    return sharedBytes(
+      tokenTile: bn, pattern: a.weight.pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
       <= context.maxSharedMemoryPerBlockOptin
   }
 
@@ -374,7 +388,7 @@ public enum PortableKernel {
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
-      : sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt)
+      : sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt, chunksPerStage: tiling.chunksPerStage)
     guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")
     }

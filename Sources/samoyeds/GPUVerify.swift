@@ -40,7 +40,8 @@ struct GPUVerifier {
       result.append(Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: "store", splits: 1))
       result.append(Case(m: m, k: k, pattern: pattern, count: 3, dtype: .bf16, epilogue: "silu", splits: 3))
       // Every tiling on every epilogue, whatever the heuristic picks.
-      for tiling in PortableKernel.Tiling.allCases where tiling != .bn32 || pattern.hasPrefix("1:2:") {
+      for tiling in PortableKernel.Tiling.allCases
+      where (tiling != .bn32 && tiling != .rt2x2) || pattern.hasPrefix("1:2:") {
         for epilogue in ["store", "silu", "add", "slots"] {
           result.append(
             Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: epilogue, splits: nil, tiling: tiling))

@@ -17,11 +17,11 @@ struct KernelBenchRow: Codable {
   var sparseGBps: Double
   var denseGBps: Double
   var splits: Int
-  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream".
+  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2".
   var variantMilliseconds: [String: Double]
 
   static let header =
-    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms stream ms"
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms stream ms  rt2x2 ms"
 
   var line: String {
     Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
@@ -32,7 +32,8 @@ struct KernelBenchRow: Codable {
       + Fmt.right(variantMilliseconds["rt1"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
       + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
       + Fmt.right(variantMilliseconds["bn32"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["stream"].map { Fmt.fixed($0, 4) } ?? "-", 9)
+      + Fmt.right(variantMilliseconds["stream"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
+      + Fmt.right(variantMilliseconds["rt2x2"].map { Fmt.fixed($0, 4) } ?? "-", 9)
   }
 }
 

@@ -58,8 +58,8 @@ import Foundation
     for prefix in ["samoyeds_bf16_n1m2", "samoyeds_fp16_n1m2", "samoyeds_bf16_n1m4", "samoyeds_bf16_n2m4", "samoyeds_bf16_n1m8"] {
       #expect(source.contains(prefix), "\(prefix) missing from the .cu file")
     }
-    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32 for 1:2).
-    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4)
+    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32, rt2x2 for 1:2).
+    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2)
   }
 }
 

@@ -25,19 +25,25 @@ constexpr int kTileRows = 16;          // condensed rows of one mma (M = 16)
 constexpr int kChunk = 32;             // logical k per mma.sp (k32)
 constexpr int kStages = 6;             // cp.async pipeline depth (chunks)
 
-// Shared memory per stage, RT row tiles of 16 condensed rows per warp:
-//   A  fragments  kWarps x RT x 32 lanes x 16 B
+// Shared memory per stage of CPS chunks (1, or a chunk pair), RT row tiles
+// of 16 condensed rows per warp:
+//   A  fragments  CPS x kWarps x RT x 32 lanes x 16 B
 //   E  metadata   kWarps x RT x 32 lanes x 4 B (one word serves a pair of
 //                 chunks; the stage of the pair's first chunk holds it)
-//   B  token rows BN x (32 k + 8 pad) bf16 = BN x 80 B (conflict-free ldmatrix)
+//   B  token rows CPS x BN x (32 k + 8 pad) bf16 = BN x 80 B per chunk
+//      (conflict-free ldmatrix)
 constexpr int kBRowBytes = (kChunk + 8) * 2;
 
-template <int RT, int BN>
+template <int RT, int BN, int CPS = 1>
 struct StageLayout {
+  static constexpr int aChunk = kWarps * RT * 32 * 16;  // A bytes of one chunk
+  static constexpr int bChunk = BN * kBRowBytes;        // B bytes of one chunk
   static constexpr int a = 0;
-  static constexpr int e = kWarps * RT * 32 * 16;
+  static constexpr int e = CPS * aChunk;
   static constexpr int b = e + kWarps * RT * 32 * 4;
-  static constexpr int bytes = b + BN * kBRowBytes;
+  static constexpr int bytes = b + CPS * bChunk;
+  // Ring depth in stages: six chunks in flight either way.
+  static constexpr int stages = CPS == 1 ? kStages : kStages / CPS;
 };
 
 // Epilogue tile, reusing the pipeline's shared memory: f32 [BN][stride],
@@ -311,6 +317,23 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
 // One k32 chunk of a warp: RT x NT mma.sp. Token fragments are loaded in
 // groups of G (all of a group's ldmatrix before its mma.sp), so the loads
 // overlap instead of each mma.sp waiting for its own ldmatrix.
+// A chunk's token fragments (tokens 8t .. 8t+7, k 0..31: four 8x8 matrices each).
+template <int NT>
+__device__ __forceinline__ void loadTokens(uint32_t (&b)[NT][4], const unsigned char* bTile, int lane) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t) ldmatrixX4(b[t], bTile + (t * 8 + (lane % 8)) * kBRowBytes + (lane / 8) * 16);
+}
+
+// RT x NT mma.sp of a chunk on token fragments already in registers.
+template <typename T, int SELECTOR, int RT, int NT>
+__device__ __forceinline__ void mmaTokens(float (&acc)[RT][NT][4], const uint4 (&a)[RT], const uint32_t (&e)[RT],
+                                          const uint32_t (&b)[NT][4]) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int j = 0; j < RT; ++j) mmaSparse<T, SELECTOR>(acc[j][t], a[j], b[t], e[j]);
+}
+
 template <typename T, int SELECTOR, int RT, int NT>
 __device__ __forceinline__ void chunkMma(float (&acc)[RT][NT][4], const uint4 (&a)[RT], const uint32_t (&e)[RT],
                                          const unsigned char* bTile, int lane) {
@@ -330,11 +353,15 @@ __device__ __forceinline__ void chunkMma(float (&acc)[RT][NT][4], const uint4 (&
   }
 }
 
-template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
+// CPS = 2 stages a chunk pair: one barrier per pair, and the second chunk's
+// token fragments load while the first chunk's mma.sp issue.
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE, int CPS = 1>
 __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;  // n8 tiles per warp
-  using Stage = StageLayout<RT, BN>;
+  using Stage = StageLayout<RT, BN, CPS>;
+  constexpr int kRing = Stage::stages;
+  static_assert(CPS == 1 || CPS == 2, "stages of one chunk or a chunk pair");
   extern __shared__ __align__(128) unsigned char smem[];
 
   const int warp = threadIdx.x / 32;
@@ -398,12 +425,23 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   const int eDst = Stage::e + threadIdx.x * 16;
   const bool bCopier = threadIdx.x < BN * 4;
   const int bDst = Stage::b + (threadIdx.x / 4) * kBRowBytes + (threadIdx.x % 4) * 16;
-  auto loadStage = [&](int stage, int chunk) {
+  // Stage `stage` gets chunks chunk0 .. chunk0 + CPS - 1 (chunks past the
+  // split are zero-filled and never used).
+  auto loadStage = [&](int stage, int chunk0) {
     unsigned char* base = smem + stage * Stage::bytes;
 #pragma unroll
-    for (int j = 0; j < RT; ++j) cpAsync16(base + aDst[j], aSrc[j] + chunk * 32, aValid[j]);
-    if (chunk % 2 == 0 && eCopier) cpAsync16(base + eDst, eSrc + (chunk / 2) * 32, eValid);
-    if (bCopier) cpAsync16(base + bDst, bSource + chunk * kChunk, bValid);
+    for (int c = 0; c < CPS; ++c) {
+      const int chunk = chunk0 + c;
+      const bool inSplit = CPS == 1 || chunk < lastChunk;
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+        cpAsync16(base + c * Stage::aChunk + aDst[j], aSrc[j] + (inSplit ? chunk : 0) * 32, aValid[j] && inSplit);
+      }
+      if (chunk % 2 == 0 && eCopier) cpAsync16(base + eDst, eSrc + (chunk / 2) * 32, eValid);
+      if (bCopier) {
+        cpAsync16(base + c * Stage::bChunk + bDst, bSource + (inSplit ? chunk : 0) * kChunk, bValid && inSplit);
+      }
+    }
   };
 
   float acc[RT][NT][4];           // running total over the split
@@ -421,48 +459,69 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   RowSelection<N, M, RT, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
-  // Prologue: fill kStages - 1 stages. Splits start on even chunks, so a
+  // Prologue: fill kRing - 1 stages. Splits start on even chunks, so a
   // stage holding an even chunk also holds its pair's metadata.
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < myChunks) loadStage(s, firstChunk + s);
+  for (int s = 0; s < kRing - 1; ++s) {
+    if (s * CPS < myChunks) loadStage(s, firstChunk + s * CPS);
     cpAsyncCommit();
   }
 
   uint32_t metadata[RT];
 #pragma unroll
   for (int j = 0; j < RT; ++j) metadata[j] = 0;
-  int readStage = 0;                // i % kStages, as a counter
-  int writeStage = kStages - 1;     // (i + kStages - 1) % kStages
+  int readStage = 0;              // (i / CPS) % kRing, as a counter
+  int writeStage = kRing - 1;     // the stage kRing - 1 ahead
   const int aRead = Stage::a + (warp * RT * 32 + lane) * 16;
   const int eRead = Stage::e + (warp * RT * 32 + lane) * 4;
-  for (int i = 0; i < myChunks; ++i) {
-    cpAsyncWait<kStages - 2>();
+  for (int i = 0; i < myChunks; i += CPS) {
+    cpAsyncWait<kRing - 2>();
     __syncthreads();
     // Refill the stage consumed last iteration.
-    if (i + kStages - 1 < myChunks) loadStage(writeStage, firstChunk + i + kStages - 1);
+    if (i + (kRing - 1) * CPS < myChunks) loadStage(writeStage, firstChunk + i + (kRing - 1) * CPS);
     cpAsyncCommit();
 
-    const bool even = (firstChunk + i) % 2 == 0;
     const unsigned char* base = smem + readStage * Stage::bytes;
     if (warpActive) {
       uint4 a[RT];
+      if (CPS == 1) {
+        const bool even = (firstChunk + i) % 2 == 0;
 #pragma unroll
-      for (int j = 0; j < RT; ++j) {
-        a[j] = *reinterpret_cast<const uint4*>(base + aRead + j * 32 * 16);
-        if (even) metadata[j] = *reinterpret_cast<const uint32_t*>(base + eRead + j * 32 * 4);
-      }
-      // The selector is warp-uniform: branch once per chunk so each path is
-      // straight-line mma.sp with a constant selector.
-      if (even) {
-        chunkMma<T, 0, RT, NT>(acc, a, metadata, base + Stage::b, lane);
+        for (int j = 0; j < RT; ++j) {
+          a[j] = *reinterpret_cast<const uint4*>(base + aRead + j * 32 * 16);
+          if (even) metadata[j] = *reinterpret_cast<const uint32_t*>(base + eRead + j * 32 * 4);
+        }
+        // The selector is warp-uniform: branch once per chunk so each path
+        // is straight-line mma.sp with a constant selector.
+        if (even) {
+          chunkMma<T, 0, RT, NT>(acc, a, metadata, base + Stage::b, lane);
+        } else {
+          chunkMma<T, 1, RT, NT>(acc, a, metadata, base + Stage::b, lane);
+        }
+        selection.afterChunk(bank, acc, i == myChunks - 1);
       } else {
-        chunkMma<T, 1, RT, NT>(acc, a, metadata, base + Stage::b, lane);
+        // The pair: even chunk (selector 0), then odd (selector 1), both
+        // chunks' token fragments loaded before the first mma.sp.
+        uint32_t b0[NT][4], b1[NT][4];
+        loadTokens<NT>(b0, base + Stage::b, lane);
+        loadTokens<NT>(b1, base + Stage::b + Stage::bChunk, lane);
+#pragma unroll
+        for (int j = 0; j < RT; ++j) {
+          a[j] = *reinterpret_cast<const uint4*>(base + aRead + j * 32 * 16);
+          metadata[j] = *reinterpret_cast<const uint32_t*>(base + eRead + j * 32 * 4);
+        }
+        mmaTokens<T, 0, RT, NT>(acc, a, metadata, b0);
+        selection.afterChunk(bank, acc, i == myChunks - 1);
+        if (i + 1 < myChunks) {
+#pragma unroll
+          for (int j = 0; j < RT; ++j) a[j] = *reinterpret_cast<const uint4*>(base + Stage::aChunk + aRead + j * 32 * 16);
+          mmaTokens<T, 1, RT, NT>(acc, a, metadata, b1);
+          selection.afterChunk(bank, acc, i + 1 == myChunks - 1);
+        }
       }
-      selection.afterChunk(bank, acc, i == myChunks - 1);
     }
     writeStage = readStage;
-    readStage = readStage == kStages - 1 ? 0 : readStage + 1;
+    readStage = readStage == kRing - 1 ? 0 : readStage + 1;
   }
   cpAsyncWait<0>();
   __syncthreads();
@@ -676,11 +735,23 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
     samoyeds::dualSparseGemm<T, N, M, 1, BN / 2, EPI>(args);                                     \
   }
 
+// Two row tiles per warp with chunk-pair stages (one barrier per pair,
+// next chunk's token fragments loaded during this chunk's mma.sp). `_rt2x2`.
+#define SAMOYEDS_GEMM_PAIRED(NAME, T, N, M, BN, EPI)                                             \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+      NAME##_rt2x2(const samoyeds::GemmArgs args) {                                              \
+    samoyeds::dualSparseGemm<T, N, M, 2, BN, EPI, 2>(args);                                      \
+  }
+
 #define SAMOYEDS_GEMM_NARROW_EPILOGUES(PREFIX, T, N, M, BN)               \
   SAMOYEDS_GEMM_NARROW(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM_NARROW(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
   SAMOYEDS_GEMM_NARROW(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
-  SAMOYEDS_GEMM_NARROW(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
+  SAMOYEDS_GEMM_NARROW(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots) \
+  SAMOYEDS_GEMM_PAIRED(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
+  SAMOYEDS_GEMM_PAIRED(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
+  SAMOYEDS_GEMM_PAIRED(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
+  SAMOYEDS_GEMM_PAIRED(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
 
 // The streaming kernel (decode): 16-token tiles, lane-private weight rings. `_stream`.
 #define SAMOYEDS_GEMM_STREAM(NAME, T, N, M, EPI)                                                 \
