@@ -211,12 +211,12 @@ public enum PortableKernel {
   ///
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
   /// |---|---|---|---|---|---|
-  /// | small (<= 4M elements) | stream | bn32 | stream | bn32 | rt1 (> 4096) |
-  /// | large, m >= k | stream | bn32 | rt1 | rt1 | rt2 |
-  /// | large, m < k | stream | rt1 | rt2 | rt2 | rt2 |
+  /// | small (<= 4M elements) | stream | bn32 | stream | bn32 | rt2x2 |
+  /// | large, m >= k | stream | bn32 | rt1 | rt2x2 | rt2x2 |
+  /// | large, m < k | stream | rt1 | rt2x2 | rt2x2 | rt2x2 |
   ///
-  /// A tiling that is not instantiated for the pattern (bn32: 1:2 only) or
-  /// does not fit the device falls back to rt2, then rt1.
+  /// A tiling that is not instantiated for the pattern (bn32 and rt2x2:
+  /// 1:2 only) or does not fit the device falls back to rt2, then rt1.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
@@ -225,10 +225,9 @@ public enum PortableKernel {
     switch a.count {
     case ...32: preferred = .stream
     case ...64: preferred = small || tall ? .bn32 : .rt1
-    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt2)
-    case ...1024: preferred = small ? .bn32 : (tall ? .rt1 : .rt2)
-    case ...4096: preferred = small ? .bn32 : .rt2
-    default: preferred = small ? .rt1 : .rt2
+    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt2x2)
+    case ...1024: preferred = small ? .bn32 : .rt2x2
+    default: preferred = .rt2x2
     }
     for candidate in [preferred, .rt2, .rt1] where isAvailable(candidate, a, context: context) { return candidate }
     return .rt1

@@ -156,6 +156,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Write results as JSON to this file.")
     var json: String?
 
+    @Flag(inversion: .prefixedNo, help: "Also time the sparse kernel with every tiling forced.")
+    var variants = true
+
     func run() throws {
       let parsedShapes = try parseShapes(shapes)
       let parsedTokens = try parseCounts(tokens)
@@ -166,7 +169,8 @@ struct Bench: ParsableCommand {
       print(KernelBenchRow.header)
       for (m, k) in parsedShapes {
         try pattern.checkApplicable(rows: m, columns: k)
-        let bench = try KernelBench(session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples)
+        let bench = try KernelBench(
+          session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples, variants: variants)
         for t in parsedTokens {
           let row = try bench.run(tokens: t)
           rows.append(row)

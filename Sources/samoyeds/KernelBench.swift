@@ -54,14 +54,19 @@ final class KernelBench {
   let k: Int
   let pattern: SparsePattern
   let samples: Int
+  /// Whether to time every tiling too (not only the default choice).
+  let variants: Bool
   let sparseWeights: [GPUSparseWeight]
   let denseWeights: [DeviceBuffer]
 
   /// Launches per timed sample (amortizes the host's launch cost).
   static let launchesPerSample = 10
 
-  init(session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int) throws {
+  init(
+    session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int, variants: Bool = true
+  ) throws {
     self.session = session
+    self.variants = variants
     self.cublas = cublas
     self.m = m
     self.k = k
@@ -128,7 +133,7 @@ final class KernelBench {
     }
     let sparse = try timeSparse(nil)
     var variants: [String: Double] = [:]
-    for tiling in tilings { variants[tiling.rawValue] = try timeSparse(tiling) }
+    for tiling in tilings where self.variants { variants[tiling.rawValue] = try timeSparse(tiling) }
     let denseGemm = try time {
       try plan.run(
         x: gathered.address, w: denseWeights[launch % denseWeights.count].address, y: denseOut.address, stream: stream)
