@@ -159,18 +159,54 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Also time the sparse kernel with every tiling forced.")
     var variants = true
 
+    @Option(help: "Time the expert projections of this (dense or Samoyeds) checkpoint's layer instead of random weights of --shapes.")
+    var checkpoint: String?
+
+    @Option(help: "With --checkpoint: the MoE layer (default: the first).")
+    var layer: Int?
+
+    func validate() throws {
+      if layer != nil && checkpoint == nil { throw ValidationError("--layer needs --checkpoint") }
+      guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+    }
+
     func run() throws {
-      let parsedShapes = try parseShapes(shapes)
       let parsedTokens = try parseCounts(tokens)
+      // The checkpoint's layer first, so a bad path is reported as such.
+      var stored: CPUMoEWeights? = nil
+      if let checkpoint {
+        let directory = try CheckpointDirectory(path: checkpoint)
+        let index = layer ?? directory.config.moeLayerIndices.first ?? 0
+        stored = try LayerLoader.layer(directory, layer: index)
+        print("weights: \(checkpoint), layer \(index), \(stored?.experts.count ?? 0) experts (gate [ffn, hidden] and down [hidden, ffn])")
+      }
       let session = try GPUSession.open()
       let cublas = try CublasLt(context: session.context)
       print("GPU: \(session.summary); cuBLASLt \(cublas.path)")
+      var benches: [() throws -> KernelBench] = []
+      if let stored {
+        // The layer's gate and down projections over all its experts: real
+        // weights, rotated expert by expert.
+        for projection in [\CPUExpert.gate, \CPUExpert.down] {
+          benches.append {
+            try KernelBench(
+              session: session, cublas: cublas, linears: stored.experts.map { $0[keyPath: projection] },
+              pattern: pattern, samples: samples, variants: variants)
+          }
+        }
+      } else {
+        for (m, k) in try parseShapes(shapes) {
+          try pattern.checkApplicable(rows: m, columns: k)
+          benches.append {
+            try KernelBench(
+              session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples, variants: variants)
+          }
+        }
+      }
       var rows: [KernelBenchRow] = []
       print(KernelBenchRow.header)
-      for (m, k) in parsedShapes {
-        try pattern.checkApplicable(rows: m, columns: k)
-        let bench = try KernelBench(
-          session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples, variants: variants)
+      for makeBench in benches {
+        let bench = try makeBench()
         for t in parsedTokens {
           let row = try bench.run(tokens: t)
           rows.append(row)

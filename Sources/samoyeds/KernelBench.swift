@@ -1,3 +1,5 @@
+import ArgumentParser
+import CPUEngine
 import CUDA
 import GPUEngine
 import Kernels
@@ -62,33 +64,66 @@ final class KernelBench {
   /// Launches per timed sample (amortizes the host's launch cost).
   static let launchesPerSample = 10
 
+  /// Times the given weights, rotating over them launch by launch:
+  /// `sparse[i]` and `dense[i]` (bf16 [m, k]) are the same weight.
   init(
+    session: GPUSession, cublas: CublasLt, sparse: [GPUSparseWeight], dense: [DeviceBuffer], samples: Int,
+    variants: Bool = true
+  ) throws {
+    guard let first = sparse.first, !dense.isEmpty else { throw ValidationError("no weights to time") }
+    self.session = session
+    self.cublas = cublas
+    self.m = first.rows
+    self.k = first.columns
+    self.pattern = first.pattern
+    self.samples = samples
+    self.variants = variants
+    self.sparseWeights = sparse
+    self.denseWeights = dense
+  }
+
+  /// Random weights of one shape, copied so that one rotation exceeds the
+  /// L2 cache several times.
+  convenience init(
     session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int, variants: Bool = true
   ) throws {
-    self.session = session
-    self.variants = variants
-    self.cublas = cublas
-    self.m = m
-    self.k = k
-    self.pattern = pattern
-    self.samples = samples
     let context = session.context
     var rng = SeededGenerator(seed: UInt64(m &* 131 &+ k &* 7))
-    // Copies so one rotation exceeds the L2 cache several times.
     let (first, _) = try randomSparseWeight(m: m, k: k, pattern: pattern, dtype: .bf16, rng: &rng, context: context)
     let sparseCopies = max(2, min(8, (3 * context.l2CacheBytes) / max(first.deviceBytes, 1) + 1))
-    var sparseWeights = [first]
+    var sparse = [first]
     for _ in 1..<sparseCopies {
-      sparseWeights.append(try randomSparseWeight(m: m, k: k, pattern: pattern, dtype: .bf16, rng: &rng, context: context).gpu)
+      sparse.append(try randomSparseWeight(m: m, k: k, pattern: pattern, dtype: .bf16, rng: &rng, context: context).gpu)
     }
     let denseCopies = max(2, min(8, (3 * context.l2CacheBytes) / (m * k * 2) + 1))
     let block = randomBits(count: 1 << 20, scale: 0.05, rng: &rng)
-    var denseWeights: [DeviceBuffer] = []
+    var dense: [DeviceBuffer] = []
     for copy in 0..<denseCopies {
-      denseWeights.append(try DeviceBuffer(context: context, copying: tiled(block, count: m * k, offset: copy * 7919)))
+      dense.append(try DeviceBuffer(context: context, copying: tiled(block, count: m * k, offset: copy * 7919)))
     }
-    self.sparseWeights = sparseWeights
-    self.denseWeights = denseWeights
+    try self.init(session: session, cublas: cublas, sparse: sparse, dense: dense, samples: samples, variants: variants)
+  }
+
+  /// One projection of every expert of a checkpoint layer: the stored
+  /// sparse weights (or `pattern` pruning of dense ones) and, for the dense
+  /// baseline, the same weights densified — the real weights, rotated over
+  /// the layer's experts.
+  convenience init(
+    session: GPUSession, cublas: CublasLt, linears: [CPULinear], pattern: SparsePattern, samples: Int, variants: Bool
+  ) throws {
+    let context = session.context
+    var sparse: [GPUSparseWeight] = []
+    var dense: [DeviceBuffer] = []
+    for linear in linears {
+      let matrix: SparseMatrix<Float>
+      switch linear {
+      case .sparse(let weight): matrix = try weight.sparseMatrix()
+      case .dense(let weight): matrix = try SparseMatrix<Float>.prune(HalfBits.rounded(weight, .bf16), pattern: pattern)
+      }
+      sparse.append(try GPUSparseWeight(context: context, packed: HalfBits.packed(matrix, .bf16)))
+      dense.append(try DeviceBuffer(context: context, copying: HalfBits.encode(matrix.densified().storage, .bf16)))
+    }
+    try self.init(session: session, cublas: cublas, sparse: sparse, dense: dense, samples: samples, variants: variants)
   }
 
   func run(tokens: Int) throws -> KernelBenchRow {
