@@ -24,3 +24,12 @@ public enum GPUEngineError: Error, Equatable, Sendable, CustomStringConvertible 
     }
   }
 }
+
+/// Runs CUDA-layer work, reporting its failure as `GPUEngineError.cuda`.
+func cuda<Result>(_ body: () throws(CUDAError) -> Result) throws(GPUEngineError) -> Result {
+  do {
+    return try body()
+  } catch {
+    throw .cuda(error)
+  }
+}

@@ -71,7 +71,7 @@ public final class GPUMoELayer {
   /// Buffers of the last forward's token count.
   private var scratch: Scratch?
   /// Split-k partials, grown to the largest launch seen.
-  private var workspace: DeviceBuffer?
+  private var workspace = GrowingBuffer()
 
   /// Checks, packs (`pack(_:dtype:)`) and uploads every expert of `weights`;
   /// with `router: .device` also the router weight (`GPURouter`).
@@ -137,11 +137,7 @@ public final class GPUMoELayer {
     }
     var output = Matrix<Float>(rows: x.rows, columns: hidden, repeating: 0)
     let devicePlan: MoERouting.DevicePlan?
-    do {
-      (output.storage, devicePlan) = try run(x, hostPlan: hostPlan, sharedScale: sharedScale)  // T·hidden values
-    } catch {
-      throw .cuda(error)
-    }
+    (output.storage, devicePlan) = try run(x, hostPlan: hostPlan, sharedScale: sharedScale)  // T·hidden values
     if let hostPlan { return GPUMoEResult(output: output, plan: hostPlan) }
     guard let devicePlan, let deviceRouter else { throw .wrongResult("the GPU router returned no plan") }
     return GPUMoEResult(output: output, plan: try deviceRouter.download(devicePlan, tokens: x.rows))
@@ -163,50 +159,64 @@ public final class GPUMoELayer {
 
   /// Steps 2-6 of the pipeline with the plan built on the host (`hostPlan`)
   /// or, when it is nil, on the GPU; returns out [T, hidden] row-major and
-  /// the device plan (GPU routing only).
+  /// the device plan (GPU routing only). Step 2: uploads and, with the GPU
+  /// router, the routing and the offsets' download.
   private func run(
     _ x: Matrix<Float>, hostPlan: RoutingPlan?, sharedScale: [Float]?
-  ) throws(CUDAError) -> ([Float], MoERouting.DevicePlan?) {
-    let context = session.context
-    let stream = session.stream
-    try context.makeCurrent()
+  ) throws(GPUEngineError) -> ([Float], MoERouting.DevicePlan?) {
     let tokens = x.rows
-    let hidden = config.hiddenSize
-    let s = try scratch(tokens: tokens)
-    try s.x.upload(HalfBits.encode(x.storage, dtype), on: stream)
+    let upload =
+      hostPlan.map { IndexUpload(plan: $0, sharedScale: sharedScale) }
+      ?? IndexUpload(tokens: tokens, sharedScale: sharedScale)
+    let s = try cuda { () throws(CUDAError) in
+      try session.context.makeCurrent()
+      let s = try scratch(tokens: tokens)
+      try s.x.upload(HalfBits.encode(x.storage, dtype), on: session.stream)
+      try s.indices.upload(upload.words, on: session.stream)
+      return s
+    }
     func words(_ offset: Int, _ count: Int) throws(CUDAError) -> DeviceBuffer {
       try s.indices.view(offset: offset * 4, byteCount: count * 4)
     }
-    func sharedScaleView(_ upload: IndexUpload) throws(CUDAError) -> DeviceBuffer? {
+    let identity = try cuda { () throws(CUDAError) in try words(upload.identity, tokens) }
+    let sharedScale = try cuda { () throws(CUDAError) -> DeviceBuffer? in
       guard let offset = upload.sharedScale else { return nil }
       return try words(offset, tokens)
     }
     let lists: IndexLists
     var devicePlan: MoERouting.DevicePlan? = nil
     if let hostPlan {
-      let upload = IndexUpload(plan: hostPlan, sharedScale: sharedScale)
-      try s.indices.upload(upload.words, on: stream)
       let n = hostPlan.entryCount
-      lists = IndexLists(
-        expertOffsets: hostPlan.expertOffsets, tokenIndices: try words(upload.tokenIndices, n),
-        weights: try words(upload.weights, n), outputSlots: try words(upload.outputSlots, n),
-        identity: try words(upload.identity, tokens), sharedScale: try sharedScaleView(upload))
+      lists = try cuda { () throws(CUDAError) in
+        IndexLists(
+          expertOffsets: hostPlan.expertOffsets, tokenIndices: try words(upload.tokenIndices, n),
+          weights: try words(upload.weights, n), outputSlots: try words(upload.outputSlots, n), identity: identity,
+          sharedScale: sharedScale)
+      }
     } else if let deviceRouter {
-      let upload = IndexUpload(tokens: tokens, sharedScale: sharedScale)
-      try s.indices.upload(upload.words, on: stream)
-      let plan = try deviceRouter.route(x: s.x, tokens: tokens)
+      let plan = try cuda { () throws(CUDAError) in try deviceRouter.route(x: s.x, tokens: tokens) }
       // The launch loop sizes each expert's grid from its token count: one
       // synchronize and an [E + 1] download, until issue #5's grouped
       // launch reads the offsets on the device.
-      try stream.synchronize()
-      let offsets = try plan.expertOffsets.download(Int32.self, count: config.numExperts + 1)
       lists = IndexLists(
-        expertOffsets: offsets, tokenIndices: plan.tokenIndices, weights: plan.weights, outputSlots: plan.outputSlots,
-        identity: try words(upload.identity, tokens), sharedScale: try sharedScaleView(upload))
+        expertOffsets: try deviceRouter.downloadOffsets(plan, tokens: tokens), tokenIndices: plan.tokenIndices,
+        weights: plan.weights, outputSlots: plan.outputSlots, identity: identity, sharedScale: sharedScale)
       devicePlan = plan
     } else {
-      throw .invalidArgument("no routing plan and no GPU router")  // unreachable: forward passes one
+      // Unreachable: forward passes a host plan unless the layer has a router.
+      throw .wrongResult("no routing plan and no GPU router")
     }
+    let output = try cuda { () throws(CUDAError) in try launch(s, lists: lists) }
+    return (output, devicePlan)
+  }
+
+  /// Steps 3-6: the expert launches on the index lists, the combine, the
+  /// shared expert, then synchronize and download out [T, hidden].
+  private func launch(_ s: Scratch, lists: IndexLists) throws(CUDAError) -> [Float] {
+    let context = session.context
+    let stream = session.stream
+    let tokens = s.tokens
+    let hidden = config.hiddenSize
     func entries(_ buffer: DeviceBuffer, _ range: Range<Int>) throws(CUDAError) -> DeviceBuffer {
       try buffer.view(offset: range.lowerBound * 4, byteCount: range.count * 4)
     }
@@ -242,7 +252,7 @@ public final class GPUMoELayer {
           tokens: tokens, rows: all, count: tokens, output: s.out))
     }
     let workspaceBytes = (routed + sharedLaunches).map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0
-    let workspace = try self.workspace(bytes: workspaceBytes)
+    let workspace = try self.workspace.atLeast(workspaceBytes, context: context)
 
     // Launches run in stream order, so one intermediate and one workspace
     // serve every expert in turn.
@@ -259,7 +269,7 @@ public final class GPUMoELayer {
     // The download is a synchronous copy on the legacy stream, which does
     // not wait for this non-blocking stream: synchronize first.
     try stream.synchronize()
-    return (try s.out.download(Float.self, count: tokens * hidden), devicePlan)
+    return try s.out.download(Float.self, count: tokens * hidden)
   }
 
   /// Device buffers of one token count T.
@@ -293,15 +303,6 @@ public final class GPUMoELayer {
       slots: try DeviceBuffer(context: context, byteCount: tokens * config.topK * hidden * 4),
       out: try DeviceBuffer(context: context, byteCount: tokens * hidden * 4))
     scratch = made
-    return made
-  }
-
-  private func workspace(bytes: Int) throws(CUDAError) -> DeviceBuffer? {
-    if bytes == 0 { return nil }
-    if let workspace, workspace.byteCount >= bytes { return workspace }
-    workspace = nil
-    let made = try DeviceBuffer(context: session.context, byteCount: bytes)
-    workspace = made
     return made
   }
 }

@@ -29,7 +29,7 @@ public final class GPURouter {
   /// Plan buffers of the last token count.
   private var buffers: (tokens: Int, plan: MoERouting.DevicePlan)?
   /// Grown to the largest launch seen.
-  private var workspace: DeviceBuffer?
+  private var workspace = GrowingBuffer()
 
   /// The `MoERouting` problem of `config`'s router rule for `tokens` tokens:
   /// top-k, renormalization and, for a capacity (OpenMoE), the number of
@@ -69,11 +69,7 @@ public final class GPURouter {
     if let (row, column) = router.firstNonFinite() {
       throw .input(.nonFinite("router weight [\(row), \(column)] is \(router[row, column])"))
     }
-    do {
-      weight = try DeviceBuffer(context: session.context, copying: router.storage)
-    } catch {
-      throw .cuda(error)
-    }
+    weight = try cuda { () throws(CUDAError) in try DeviceBuffer(context: session.context, copying: router.storage) }
     self.config = config
     self.dtype = dtype
     self.session = session
@@ -87,8 +83,9 @@ public final class GPURouter {
     try MoERouting.canImplement(problem)
     let plan = try planBuffers(tokens: tokens)
     let bytes = MoERouting.workspaceBytes(problem, multiprocessors: session.context.multiprocessorCount)
+    let scratch = try workspace.atLeast(bytes, context: session.context)
     try MoERouting.run(
-      MoERouting.Arguments(problem: problem, x: x, router: weight, plan: plan), workspace: try workspace(bytes: bytes),
+      MoERouting.Arguments(problem: problem, x: x, router: weight, plan: plan), workspace: scratch,
       library: session.library, stream: session.stream)
     return plan
   }
@@ -100,38 +97,43 @@ public final class GPURouter {
   /// - Throws: `.cuda` for a device failure; `.wrongResult` when the plan
   ///   breaks its layout (a kernel defect).
   public func download(_ plan: MoERouting.DevicePlan, tokens: Int) throws(GPUEngineError) -> RoutingPlan {
-    let experts = config.numExperts
-    let topK = config.topK
-    let offsets: [Int32]
-    do {
-      // Downloads are synchronous copies on the legacy stream, which does
-      // not wait for the session's non-blocking stream.
-      try session.stream.synchronize()
-      offsets = try plan.expertOffsets.download(Int32.self, count: experts + 1)
-    } catch {
-      throw .cuda(error)
-    }
-    let n = Int(offsets[experts])
-    guard n >= 0, n <= tokens * topK else {
-      throw .wrongResult("the GPU routing plan has \(n) entries, T·topK = \(tokens * topK)")
-    }
-    let tokenIndices: [Int32]
-    let weights: [Float]
-    let outputSlots: [Int32]
-    do {
-      tokenIndices = try plan.tokenIndices.download(Int32.self, count: n)
-      weights = try plan.weights.download(Float.self, count: n)
-      outputSlots = try plan.outputSlots.download(Int32.self, count: n)
-    } catch {
-      throw .cuda(error)
+    let offsets = try downloadOffsets(plan, tokens: tokens)
+    let n = Int(offsets[config.numExperts])
+    let (tokenIndices, weights, outputSlots) = try cuda { () throws(CUDAError) in
+      (
+        try plan.tokenIndices.download(Int32.self, count: n), try plan.weights.download(Float.self, count: n),
+        try plan.outputSlots.download(Int32.self, count: n)
+      )
     }
     do {
       return try RoutingPlan(
-        numTokens: tokens, numExperts: experts, topK: topK, expertOffsets: offsets, tokenIndices: tokenIndices,
-        weights: weights, outputSlots: outputSlots)
+        numTokens: tokens, numExperts: config.numExperts, topK: config.topK, expertOffsets: offsets,
+        tokenIndices: tokenIndices, weights: weights, outputSlots: outputSlots)
     } catch {
       throw .wrongResult("the GPU routing plan breaks its layout: \(error)")
     }
+  }
+
+  /// Synchronizes the stream and downloads `plan`'s expert offsets [E + 1]
+  /// (routed for `tokens` tokens), checked to start at 0, never decrease and
+  /// end at most at T·topK, so that they can size launches.
+  ///
+  /// - Throws: `.cuda` for a device failure, `.wrongResult` for offsets
+  ///   that break those rules (a kernel defect).
+  public func downloadOffsets(_ plan: MoERouting.DevicePlan, tokens: Int) throws(GPUEngineError) -> [Int32] {
+    let experts = config.numExperts
+    let offsets = try cuda { () throws(CUDAError) in
+      // Downloads are synchronous copies on the legacy stream, which does
+      // not wait for the session's non-blocking stream.
+      try session.stream.synchronize()
+      return try plan.expertOffsets.download(Int32.self, count: experts + 1)
+    }
+    let ordered = zip(offsets, offsets.dropFirst()).allSatisfy { $0 <= $1 }
+    guard offsets.first == 0, ordered, let last = offsets.last, Int(last) <= tokens * config.topK else {
+      throw .wrongResult(
+        "the GPU router's expert offsets are malformed (T·topK = \(tokens * config.topK)): \(offsets.prefix(17))")
+    }
+    return offsets
   }
 
   private func planBuffers(tokens: Int) throws(CUDAError) -> MoERouting.DevicePlan {
@@ -141,14 +143,5 @@ public final class GPURouter {
       context: session.context, tokens: tokens, experts: config.numExperts, topK: config.topK)
     buffers = (tokens, plan)
     return plan
-  }
-
-  private func workspace(bytes: Int) throws(CUDAError) -> DeviceBuffer? {
-    if bytes == 0 { return nil }
-    if let workspace, workspace.byteCount >= bytes { return workspace }
-    workspace = nil
-    let made = try DeviceBuffer(context: session.context, byteCount: bytes)
-    workspace = made
-    return made
   }
 }

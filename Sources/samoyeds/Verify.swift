@@ -99,22 +99,22 @@ struct Verify: ParsableCommand {
         report("gpu case \(index) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue): \(error)", .nan, 1e-2)
       }
     }
-    for (index, c) in GPUVerifier.routerCases().enumerated() where filter.map({ c.description.contains($0) }) ?? true {
-      let caseSeed = seed &+ UInt64(300_000 + index)
-      do {
-        try verifier.runRouter(c, seed: caseSeed)
-      } catch {
-        report("\(c.description) seed=\(caseSeed): \(error)", .nan, 1e-5)
+    // Described cases: each seeded from its index, a thrown error reported as a failure.
+    func runEach<Case>(
+      _ list: [Case], seedBase: UInt64, tolerance: Double, _ describe: (Case) -> String,
+      _ body: (Case, UInt64) throws -> Void
+    ) {
+      for (index, c) in list.enumerated() where filter.map({ describe(c).contains($0) }) ?? true {
+        let caseSeed = seed &+ seedBase &+ UInt64(index)
+        do {
+          try body(c, caseSeed)
+        } catch {
+          report("\(describe(c)) seed=\(caseSeed): \(error)", .nan, tolerance)
+        }
       }
     }
-    for (index, c) in GPUVerifier.layerCases().enumerated() where filter.map({ c.description.contains($0) }) ?? true {
-      let caseSeed = seed &+ UInt64(200_000 + index)
-      do {
-        try verifier.runLayer(c, seed: caseSeed)
-      } catch {
-        report("\(c.description) seed=\(caseSeed): \(error)", .nan, 1e-2)
-      }
-    }
+    runEach(GPUVerifier.routerCases(), seedBase: 300_000, tolerance: 1e-5, \.description, verifier.runRouter)
+    runEach(GPUVerifier.layerCases(), seedBase: 200_000, tolerance: 1e-2, \.description, verifier.runLayer)
     print("")
     print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels, GPU router and GPU MoE layer)")
     if failures > 0 { throw ExitCode(1) }
