@@ -37,6 +37,17 @@ run)
     echo "memcheck (GPU layer) exit $? ($(grep -c ERROR "$out/sanitizer-memcheck-layer.log") ERROR lines)"
     compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "256 1:2:128 store" >"$out/sanitizer-racecheck.log" 2>&1
     echo "racecheck exit $? ($(grep -cE 'ERROR|hazard' "$out/sanitizer-racecheck.log") hazard lines)"
+    # The GPU router (moe_routing.cu): every router case, and the layers that use it;
+    # racecheck on OpenMoE (the capacity pass) and Qwen3 (32 experts, top-8, 8 dispatch blocks).
+    for filter in "gpu router" "device-router"; do
+      log="$out/sanitizer-memcheck-${filter// /-}.log"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$bin" verify --filter "$filter" >"$log" 2>&1
+      echo "memcheck ($filter) exit $? ($(grep -c ERROR "$log") ERROR lines)"
+    done
+    for family in openmoe-mini qwen3-moe-mini; do
+      compute-sanitizer --tool racecheck --error-exitcode 9 "$bin" verify --filter "gpu router $family T=1000" >"$out/sanitizer-racecheck-router-$family.log" 2>&1
+      echo "racecheck (GPU router $family) exit $? ($(grep -cE 'ERROR|hazard' "$out/sanitizer-racecheck-router-$family.log") hazard lines)"
+    done
   fi
   # shellcheck disable=SC2086
   "$bin" bench kernel --json "$out/bench-kernel.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"

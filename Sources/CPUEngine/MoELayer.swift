@@ -256,13 +256,7 @@ public enum CPUMoELayer {
   public static func route(
     _ x: Matrix<Float>, config: MoEConfig, router: Matrix<Float>
   ) throws(EngineError) -> RoutingPlan {
-    guard x.columns == config.hiddenSize else {
-      throw .shapeMismatch(
-        "hidden states have \(x.columns) columns, \(config.name) has hidden size \(config.hiddenSize)")
-    }
-    if let (row, column) = x.firstNonFinite() {
-      throw .nonFinite("hidden state [\(row), \(column)] is \(x[row, column])")
-    }
+    try checkHiddenStates(x, config: config)
     let logits = try CPUGEMM.dense(x, weight: router)
     let choice = Router.route(logits: logits, rule: config.router)
     do {
@@ -271,6 +265,21 @@ public enum CPUMoELayer {
         selectedExperts: choice.experts, weights: choice.weights)
     } catch {
       throw .format(error)
+    }
+  }
+
+  /// The checks `route` makes on hidden states `x` [T, hidden] (also made
+  /// by engines that route elsewhere, e.g. on the GPU).
+  ///
+  /// Throws `shapeMismatch` when `x` does not have `config.hiddenSize`
+  /// columns and `nonFinite` naming the first NaN or infinity in `x`.
+  public static func checkHiddenStates(_ x: Matrix<Float>, config: MoEConfig) throws(EngineError) {
+    guard x.columns == config.hiddenSize else {
+      throw .shapeMismatch(
+        "hidden states have \(x.columns) columns, \(config.name) has hidden size \(config.hiddenSize)")
+    }
+    if let (row, column) = x.firstNonFinite() {
+      throw .nonFinite("hidden state [\(row), \(column)] is \(x[row, column])")
     }
   }
 

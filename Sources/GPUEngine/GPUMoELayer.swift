@@ -8,27 +8,46 @@ import SamoyedsModel
 public struct GPUMoEResult: Sendable {
   /// [T, hidden] f32.
   public var output: Matrix<Float>
-  /// The activation side the experts read (built on the host in v0).
+  /// The activation side the experts read: built on the host
+  /// (`RouterPlacement.host`) or downloaded from the GPU after the output
+  /// (`.device`).
   public var plan: RoutingPlan
 }
 
+/// Where a GPU layer routes its tokens.
+public enum RouterPlacement: String, Sendable, CaseIterable {
+  /// On the host: `CPUMoELayer.route` (the CPU engine's own router), the
+  /// index lists uploaded with the hidden states.
+  case host
+  /// On the GPU: `GPURouter` (`MoERouting`) builds the plan from the hidden
+  /// states on the device; only the expert offsets [E + 1] come back to the
+  /// host, for the launch loop's grid sizes.
+  case device
+}
+
 /// An MoE layer on the GPU, v0: every expert's weights live on the device;
-/// the router still runs on the host.
+/// the router runs on the host or, with `RouterPlacement.device`, on the GPU.
 ///
-/// Pipeline of `forward` (docs/DATAFLOW.md, "GPU layer v0"):
+/// Pipeline of `forward` (docs/DATAFLOW.md, "GPU layer v0" and "Router on
+/// the GPU"):
 ///
-/// 1. host: `CPUMoELayer.route` (the CPU engine's own checks, router GEMM,
-///    softmax/top-k/capacity and `RoutingPlan`), and the shared expert's
-///    per-token scale (`CPUMoELayer.sharedExpertScale`);
-/// 2. upload: x [T, hidden] as bf16/fp16, and every index list in one copy
-///    (`IndexUpload`);
+/// 1. host: with `.host`, `CPUMoELayer.route` (the CPU engine's own checks,
+///    router GEMM, softmax/top-k/capacity and `RoutingPlan`); with
+///    `.device`, only its checks of the hidden states; and the shared
+///    expert's per-token scale (`CPUMoELayer.sharedExpertScale`);
+/// 2. upload: x [T, hidden] as bf16/fp16, and the index lists in one copy
+///    (`IndexUpload`; with `.device` only the identity rows and the shared
+///    scale); with `.device`, `GPURouter.route` builds the plan on the GPU,
+///    then one synchronize and a download of the [E + 1] expert offsets
+///    (the launch loop below needs each expert's token count for its grid;
+///    issue #5's grouped launch reads the offsets on the device instead);
 /// 3. per expert with tokens, two `PortableKernel` launches on its token
 ///    rows: gate/up with `.siluMul` → intermediate [count, ffn], then down
 ///    with `.scaleToSlots` → f32 slots [T·topK, hidden] (zeroed first);
 /// 4. `PortableKernel.combine` → f32 out [T, hidden], rank order;
 /// 5. shared expert on all T rows: `.siluMul`, then down with `.scaleAdd`
 ///    and the per-token scales as routing weights, into out;
-/// 6. stream synchronize, download out.
+/// 6. stream synchronize, download out (with `.device`, then the plan).
 ///
 /// Every element of `out` is written by the combine and receives at most
 /// one add (the shared expert's), so results repeat bitwise and match
@@ -45,17 +64,29 @@ public final class GPUMoELayer {
   let sharedGate: Matrix<Float>?
   let experts: [GPUExpert]
   let shared: GPUExpert?
+  /// Where `forward` routes.
+  public let routerPlacement: RouterPlacement
+  /// The GPU router (`.device` only).
+  let deviceRouter: GPURouter?
   /// Buffers of the last forward's token count.
   private var scratch: Scratch?
   /// Split-k partials, grown to the largest launch seen.
-  private var workspace: DeviceBuffer?
+  private var workspace = GrowingBuffer()
 
-  /// Checks, packs (`pack(_:dtype:)`) and uploads every expert of `weights`.
+  /// Checks, packs (`pack(_:dtype:)`) and uploads every expert of `weights`;
+  /// with `router: .device` also the router weight (`GPURouter`).
+  ///
+  /// The default is `.host` until the GPU router has been verified on a GPU
+  /// (`samoyeds verify`, cases `gpu router …` and `… device-router`).
   ///
   /// - Throws: `.unsupported` for a dense projection, a pattern without a
-  ///   GPU kernel or a dtype other than bf16/fp16; `.input` for weights that
-  ///   do not match their configuration; `.cuda` when an upload fails.
-  public init(weights: CPUMoEWeights, session: GPUSession, dtype: DType = .bf16) throws(GPUEngineError) {
+  ///   GPU kernel, a dtype other than bf16/fp16, or (`.device`) a router the
+  ///   GPU router cannot run; `.input` for weights that do not match their
+  ///   configuration; `.cuda` when an upload fails.
+  public init(
+    weights: CPUMoEWeights, session: GPUSession, dtype: DType = .bf16, router placement: RouterPlacement = .host
+  ) throws(GPUEngineError) {
+    if placement == .device { try GPURouter.check(config: weights.config, dtype: dtype) }
     let packed = try Self.pack(weights, dtype: dtype)
     do {
       experts = try packed.experts.map { (expert) throws(CUDAError) in
@@ -70,6 +101,10 @@ public final class GPUMoELayer {
     self.session = session
     router = weights.router
     sharedGate = weights.sharedGate
+    routerPlacement = placement
+    deviceRouter =
+      placement == .device
+      ? try GPURouter(config: weights.config, router: weights.router, session: session, dtype: dtype) : nil
   }
 
   /// Device bytes of all expert weights (routed and shared), as packed.
@@ -79,75 +114,145 @@ public final class GPUMoELayer {
   ///
   /// - Returns: out [T, hidden] f32 and the routing plan.
   /// - Throws: `.input` for a wrong hidden size or a non-finite hidden
-  ///   state (the CPU engine's checks); `.cuda` for a device failure.
+  ///   state (the CPU engine's checks); `.cuda` for a device failure;
+  ///   `.wrongResult` if the GPU router's plan breaks its layout.
   public func forward(_ x: Matrix<Float>) throws(GPUEngineError) -> GPUMoEResult {
-    let plan: RoutingPlan
+    var hostPlan: RoutingPlan? = nil
     var sharedScale: [Float]? = nil
     do {
-      plan = try CPUMoELayer.route(x, config: config, router: router)
+      // The GPU router replaces the host's routing, not its checks. An empty
+      // batch launches nothing; its (empty) plan comes from the host.
+      if deviceRouter != nil && x.rows > 0 {
+        try CPUMoELayer.checkHiddenStates(x, config: config)
+      } else {
+        hostPlan = try CPUMoELayer.route(x, config: config, router: router)
+      }
       if shared != nil { sharedScale = try CPUMoELayer.sharedExpertScale(x, config: config, sharedGate: sharedGate) }
     } catch {
       throw .input(error)
     }
     let hidden = config.hiddenSize
-    if x.rows == 0 { return GPUMoEResult(output: Matrix(rows: 0, columns: hidden, repeating: 0), plan: plan) }
-    var output = Matrix<Float>(rows: x.rows, columns: hidden, repeating: 0)
-    do {
-      output.storage = try run(x, plan: plan, sharedScale: sharedScale)  // exactly T·hidden values
-    } catch {
-      throw .cuda(error)
+    if x.rows == 0, let hostPlan {
+      return GPUMoEResult(output: Matrix(rows: 0, columns: hidden, repeating: 0), plan: hostPlan)
     }
-    return GPUMoEResult(output: output, plan: plan)
+    var output = Matrix<Float>(rows: x.rows, columns: hidden, repeating: 0)
+    let devicePlan: MoERouting.DevicePlan?
+    (output.storage, devicePlan) = try run(x, hostPlan: hostPlan, sharedScale: sharedScale)  // T·hidden values
+    if let hostPlan { return GPUMoEResult(output: output, plan: hostPlan) }
+    guard let devicePlan, let deviceRouter else { throw .wrongResult("the GPU router returned no plan") }
+    return GPUMoEResult(output: output, plan: try deviceRouter.download(devicePlan, tokens: x.rows))
   }
 
-  /// Steps 2-6 of the pipeline; returns out [T, hidden] row-major.
-  private func run(_ x: Matrix<Float>, plan: RoutingPlan, sharedScale: [Float]?) throws(CUDAError) -> [Float] {
-    let context = session.context
-    let stream = session.stream
-    try context.makeCurrent()
+  /// The index lists of one forward on the device, wherever they were built.
+  private struct IndexLists {
+    /// [E + 1] on the host: each expert's entry range (the launch loop's counts).
+    let expertOffsets: [Int32]
+    /// Int32 / f32 / Int32 [n] on the device.
+    let tokenIndices: DeviceBuffer
+    let weights: DeviceBuffer
+    let outputSlots: DeviceBuffer
+    /// Int32 [T] 0, 1, …, T−1.
+    let identity: DeviceBuffer
+    /// f32 [T], when the layer has a shared expert.
+    let sharedScale: DeviceBuffer?
+  }
+
+  /// Steps 2-6 of the pipeline with the plan built on the host (`hostPlan`)
+  /// or, when it is nil, on the GPU; returns out [T, hidden] row-major and
+  /// the device plan (GPU routing only). Step 2: uploads and, with the GPU
+  /// router, the routing and the offsets' download.
+  private func run(
+    _ x: Matrix<Float>, hostPlan: RoutingPlan?, sharedScale: [Float]?
+  ) throws(GPUEngineError) -> ([Float], MoERouting.DevicePlan?) {
     let tokens = x.rows
-    let hidden = config.hiddenSize
-    let s = try scratch(tokens: tokens)
-    let indices = IndexUpload(plan: plan, sharedScale: sharedScale)
-    try s.x.upload(HalfBits.encode(x.storage, dtype), on: stream)
-    try s.indices.upload(indices.words, on: stream)
+    let upload =
+      hostPlan.map { IndexUpload(plan: $0, sharedScale: sharedScale) }
+      ?? IndexUpload(tokens: tokens, sharedScale: sharedScale)
+    let s = try cuda { () throws(CUDAError) in
+      try session.context.makeCurrent()
+      let s = try scratch(tokens: tokens)
+      try s.x.upload(HalfBits.encode(x.storage, dtype), on: session.stream)
+      try s.indices.upload(upload.words, on: session.stream)
+      return s
+    }
     func words(_ offset: Int, _ count: Int) throws(CUDAError) -> DeviceBuffer {
       try s.indices.view(offset: offset * 4, byteCount: count * 4)
+    }
+    let identity = try cuda { () throws(CUDAError) in try words(upload.identity, tokens) }
+    let sharedScale = try cuda { () throws(CUDAError) -> DeviceBuffer? in
+      guard let offset = upload.sharedScale else { return nil }
+      return try words(offset, tokens)
+    }
+    let lists: IndexLists
+    var devicePlan: MoERouting.DevicePlan? = nil
+    if let hostPlan {
+      let n = hostPlan.entryCount
+      lists = try cuda { () throws(CUDAError) in
+        IndexLists(
+          expertOffsets: hostPlan.expertOffsets, tokenIndices: try words(upload.tokenIndices, n),
+          weights: try words(upload.weights, n), outputSlots: try words(upload.outputSlots, n), identity: identity,
+          sharedScale: sharedScale)
+      }
+    } else if let deviceRouter {
+      let plan = try cuda { () throws(CUDAError) in try deviceRouter.route(x: s.x, tokens: tokens) }
+      // The launch loop sizes each expert's grid from its token count: one
+      // synchronize and an [E + 1] download, until issue #5's grouped
+      // launch reads the offsets on the device.
+      lists = IndexLists(
+        expertOffsets: try deviceRouter.downloadOffsets(plan, tokens: tokens), tokenIndices: plan.tokenIndices,
+        weights: plan.weights, outputSlots: plan.outputSlots, identity: identity, sharedScale: sharedScale)
+      devicePlan = plan
+    } else {
+      // Unreachable: forward passes a host plan unless the layer has a router.
+      throw .wrongResult("no routing plan and no GPU router")
+    }
+    let output = try cuda { () throws(CUDAError) in try launch(s, lists: lists) }
+    return (output, devicePlan)
+  }
+
+  /// Steps 3-6: the expert launches on the index lists, the combine, the
+  /// shared expert, then synchronize and download out [T, hidden].
+  private func launch(_ s: Scratch, lists: IndexLists) throws(CUDAError) -> [Float] {
+    let context = session.context
+    let stream = session.stream
+    let tokens = s.tokens
+    let hidden = config.hiddenSize
+    func entries(_ buffer: DeviceBuffer, _ range: Range<Int>) throws(CUDAError) -> DeviceBuffer {
+      try buffer.view(offset: range.lowerBound * 4, byteCount: range.count * 4)
     }
 
     // Every launch's arguments first, so one workspace fits them all.
     var routed: [PortableKernel.Arguments] = []
     for (e, expert) in experts.enumerated() {
-      let range = plan.entries(ofExpert: e)
+      let range = Int(lists.expertOffsets[e])..<Int(lists.expertOffsets[e + 1])
       if range.isEmpty { continue }
       let count = range.count
       routed.append(
         PortableKernel.Arguments(
           weight: expert.gate, epilogue: .siluMul(up: expert.up), x: s.x, tokens: tokens,
-          rows: try words(indices.tokenIndices + range.lowerBound, count), count: count, output: s.intermediate))
+          rows: try entries(lists.tokenIndices, range), count: count, output: s.intermediate))
       routed.append(
         PortableKernel.Arguments(
           weight: expert.down,
           epilogue: .scaleToSlots(
-            routeWeights: try words(indices.weights + range.lowerBound, count),
-            slots: try words(indices.outputSlots + range.lowerBound, count)),
-          x: s.intermediate, tokens: count, rows: try words(indices.identity, count), count: count,
+            routeWeights: try entries(lists.weights, range), slots: try entries(lists.outputSlots, range)),
+          x: s.intermediate, tokens: count, rows: try entries(lists.identity, 0..<count), count: count,
           output: s.slots))
     }
     var sharedLaunches: [PortableKernel.Arguments] = []
-    if let shared, let scaleOffset = indices.sharedScale {
-      let all = try words(indices.identity, tokens)
+    if let shared, let scale = lists.sharedScale {
+      let all = lists.identity
       sharedLaunches.append(
         PortableKernel.Arguments(
           weight: shared.gate, epilogue: .siluMul(up: shared.up), x: s.x, tokens: tokens, rows: all, count: tokens,
           output: s.intermediate))
       sharedLaunches.append(
         PortableKernel.Arguments(
-          weight: shared.down, epilogue: .scaleAdd(routeWeights: try words(scaleOffset, tokens)), x: s.intermediate,
+          weight: shared.down, epilogue: .scaleAdd(routeWeights: scale), x: s.intermediate,
           tokens: tokens, rows: all, count: tokens, output: s.out))
     }
     let workspaceBytes = (routed + sharedLaunches).map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0
-    let workspace = try self.workspace(bytes: workspaceBytes)
+    let workspace = try self.workspace.atLeast(workspaceBytes, context: context)
 
     // Launches run in stream order, so one intermediate and one workspace
     // serve every expert in turn.
@@ -200,15 +305,6 @@ public final class GPUMoELayer {
     scratch = made
     return made
   }
-
-  private func workspace(bytes: Int) throws(CUDAError) -> DeviceBuffer? {
-    if bytes == 0 { return nil }
-    if let workspace, workspace.byteCount >= bytes { return workspace }
-    workspace = nil
-    let made = try DeviceBuffer(context: session.context, byteCount: bytes)
-    workspace = made
-    return made
-  }
 }
 
 /// The index lists of one forward as one host array of 32-bit words, so
@@ -236,9 +332,21 @@ struct IndexUpload {
   let weights: Int
   let sharedScale: Int?
 
+  /// Every section, from the host-built `plan`.
   init(plan: RoutingPlan, sharedScale scale: [Float]?) {
-    let tokens = plan.numTokens
-    let n = plan.entryCount
+    self.init(
+      tokens: plan.numTokens, tokenIndices: plan.tokenIndices, outputSlots: plan.outputSlots, weights: plan.weights,
+      sharedScale: scale)
+  }
+
+  /// Only the identity rows and the shared scale (n = 0): the GPU router
+  /// writes the plan's lists on the device.
+  init(tokens: Int, sharedScale scale: [Float]?) {
+    self.init(tokens: tokens, tokenIndices: [], outputSlots: [], weights: [], sharedScale: scale)
+  }
+
+  private init(tokens: Int, tokenIndices planTokens: [Int32], outputSlots planSlots: [Int32], weights planWeights: [Float], sharedScale scale: [Float]?) {
+    let n = planTokens.count
     tokenIndices = tokens
     outputSlots = tokenIndices + n
     weights = outputSlots + n
@@ -246,9 +354,9 @@ struct IndexUpload {
     var words = [UInt32]()
     words.reserveCapacity(weights + n + (scale?.count ?? 0))
     words += (0..<tokens).map { UInt32($0) }
-    words += plan.tokenIndices.map { UInt32(bitPattern: $0) }
-    words += plan.outputSlots.map { UInt32(bitPattern: $0) }
-    words += plan.weights.map(\.bitPattern)
+    words += planTokens.map { UInt32(bitPattern: $0) }
+    words += planSlots.map { UInt32(bitPattern: $0) }
+    words += planWeights.map(\.bitPattern)
     if let scale { words += scale.map(\.bitPattern) }
     self.words = words
   }

@@ -1,26 +1,47 @@
 import CUDA
 
-/// The compiled kernels of `dual_sparse_gemm.cu` for one GPU: compiled
-/// with NVRTC for the device's architecture (through the on-disk cache) and
-/// loaded once, then launched many times.
+/// The compiled kernels for one GPU: every file of `files`, each compiled
+/// with NVRTC for the device's architecture (through the on-disk cache, one
+/// entry per file) and loaded once, then launched many times.
 public final class KernelLibrary: @unchecked Sendable {
   public let context: CUDAContext
-  let module: CUDAModule
-  /// Every entry point, resolved at load (immutable afterwards).
+  /// One module per kernel file (each `CUDAFunction` also keeps its own alive).
+  let modules: [CUDAModule]
+  /// Every entry point of every file, resolved at load (immutable afterwards).
   let functions: [String: CUDAFunction]
-  /// Whether the cubin came from the disk cache.
+  /// Whether every cubin came from the disk cache.
   public let cached: Bool
   /// The NVRTC target, e.g. "sm_90a".
   public let architecture: String
 
-  /// The kernel file and the headers it includes.
-  public static let sourceName = "dual_sparse_gemm.cu"
+  /// A kernel file in `Resources/kernels` and the entry points it defines.
+  public struct File: Sendable {
+    /// File name, e.g. "moe_routing.cu".
+    public let name: String
+    /// Its `extern "C"` kernels.
+    public let entryPoints: [String]
+
+    /// The name without ".cu" (the cache entry's prefix).
+    var stem: String { name.hasSuffix(".cu") ? String(name.dropLast(3)) : name }
+  }
+
+  /// Every kernel file the library builds.
+  public static var files: [File] {
+    [
+      File(name: "dual_sparse_gemm.cu", entryPoints: portableEntryPoints),
+      File(name: "moe_routing.cu", entryPoints: MoERouting.entryPoints),
+    ]
+  }
+  /// Headers every kernel file may include.
   public static let headerNames = ["samoyeds_common.cuh"]
   /// NVRTC options every build uses.
   public static let options = ["-lineinfo"]
 
-  /// Entry points of the portable kernel family.
-  public static var entryPoints: [String] {
+  /// Every entry point of every file.
+  public static var entryPoints: [String] { files.flatMap(\.entryPoints) }
+
+  /// Entry points of the portable kernel family (`dual_sparse_gemm.cu`).
+  static var portableEntryPoints: [String] {
     var names = ["samoyeds_combine", "samoyeds_gather_rows"]
     for dtype in ["bf16", "fp16"] {
       for pattern in PortableKernel.supportedPatterns {
@@ -34,31 +55,38 @@ public final class KernelLibrary: @unchecked Sendable {
     return names
   }
 
-  /// Compiles (or loads from the cache) and resolves every kernel.
+  /// Compiles (or loads from the cache) every file and resolves every kernel.
   public init(context: CUDAContext) throws(CUDAError) {
     guard context.computeCapability.major >= 8 else {
       throw .invalidArgument(
         "\(context.name) is compute capability \(context.computeCapability.major).\(context.computeCapability.minor); Sparse Tensor Core kernels need 8.0 or newer"
       )
     }
-    let (source, headers) = try Self.sources()
-    let (cubin, cached) = try KernelCache.cubin(
-      source: source, name: "dual_sparse_gemm", headers: headers, architecture: context.architecture,
-      options: Self.options)
-    let module = try CUDAModule(context: context, image: cubin)
+    var modules: [CUDAModule] = []
     var functions: [String: CUDAFunction] = [:]
-    for name in Self.entryPoints { functions[name] = try module.function(named: name) }
+    var cached = true
+    for file in Self.files {
+      let (source, headers) = try Self.sources(of: file.name)
+      let (cubin, hit) = try KernelCache.cubin(
+        source: source, name: file.stem, headers: headers, architecture: context.architecture, options: Self.options)
+      let module = try CUDAModule(context: context, image: cubin)
+      for name in file.entryPoints { functions[name] = try module.function(named: name) }
+      modules.append(module)
+      cached = cached && hit
+    }
     self.context = context
-    self.module = module
+    self.modules = modules
     self.functions = functions
     self.cached = cached
     self.architecture = context.architecture
   }
 
-  /// The kernel source and headers as shipped.
-  public static func sources() throws(CUDAError) -> (source: String, headers: [(name: String, contents: String)]) {
+  /// Kernel file `name` and the headers, as shipped.
+  public static func sources(of name: String) throws(CUDAError) -> (
+    source: String, headers: [(name: String, contents: String)]
+  ) {
     do {
-      let source = try KernelSource.text(sourceName)
+      let source = try KernelSource.text(name)
       let headers = try headerNames.map { (name: $0, contents: try KernelSource.text($0)) }
       return (source, headers)
     } catch let error as CUDAErrorBridge {
@@ -68,17 +96,25 @@ public final class KernelLibrary: @unchecked Sendable {
     }
   }
 
-  /// Compiles every kernel for `architecture` without a GPU (NVRTC only);
-  /// returns NVRTC's log (empty when there were no warnings).
+  /// Compiles every file for `architecture` without a GPU (NVRTC only);
+  /// returns NVRTC's logs, each under its file name (empty when no file
+  /// had warnings).
   public static func compileOnly(architecture: String) throws(CUDAError) -> String {
-    let (source, headers) = try sources()
-    return try NVRTC.get().compile(
-      source: source, name: sourceName, headers: headers, architecture: architecture, options: options
-    ).log
+    var logs: [String] = []
+    for file in files {
+      let (source, headers) = try sources(of: file.name)
+      let log = try NVRTC.get().compile(
+        source: source, name: file.name, headers: headers, architecture: architecture, options: options
+      ).log
+      if !log.isEmpty { logs.append("\(file.name):\n\(log)") }
+    }
+    return logs.joined(separator: "\n")
   }
 
   func function(_ name: String) throws(CUDAError) -> CUDAFunction {
-    guard let function = functions[name] else { throw .unavailable("no kernel \(name) in \(Self.sourceName)") }
+    guard let function = functions[name] else {
+      throw .unavailable("no kernel \(name) in \(Self.files.map(\.name).joined(separator: ", "))")
+    }
     return function
   }
 }

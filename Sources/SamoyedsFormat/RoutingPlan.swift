@@ -222,3 +222,24 @@ public struct PaddedRoutingPlan: Sendable, Equatable {
   /// [padded n / blockRows] expert of each block.
   public let blockExperts: [Int32]
 }
+
+extension RoutingPlan {
+  /// How far `other`'s weights are from this plan's when both route the same
+  /// entries: nil unless T, E, topK, `expertOffsets`, `tokenIndices` and
+  /// `outputSlots` are equal; else the largest relative weight difference
+  /// `|a - b| / max(|a|, |b|)` (0 where both are 0).
+  ///
+  /// For comparing plans built by engines whose arithmetic differs in the
+  /// last bits (the GPU router against the CPU's).
+  public func weightDifference(to other: RoutingPlan) -> Float? {
+    guard numTokens == other.numTokens, numExperts == other.numExperts, topK == other.topK,
+      expertOffsets == other.expertOffsets, tokenIndices == other.tokenIndices, outputSlots == other.outputSlots
+    else { return nil }
+    var largest: Float = 0
+    for (a, b) in zip(weights, other.weights) where a != b {
+      let difference = abs(a - b) / max(abs(a), abs(b))
+      if !(difference <= largest) { largest = difference }  // NaN stays NaN
+    }
+    return largest
+  }
+}

@@ -7,8 +7,8 @@ import SamoyedsModel
 
 /// GPU cases for `samoyeds verify`: every kernel and epilogue on fresh
 /// random inputs against the f32 CPU reference, outputs poisoned first so
-/// unwritten elements show as NaN; then the whole GPU MoE layer against the
-/// CPU layer for every family.
+/// unwritten elements show as NaN; the GPU router's plan against the CPU's;
+/// then the whole GPU MoE layer against the CPU layer for every family.
 struct GPUVerifier {
   let session: GPUSession
   var report: (String, Double, Double) -> Void
@@ -150,21 +150,118 @@ struct GPUVerifier {
     var dtype: DType = .bf16
     /// Routing pushed onto expert 0 and away from the last expert (`skew`).
     var skewed = false
+    /// Where the layer routes; `.device` runs on `ExactLogits` inputs.
+    var router: RouterPlacement = .host
 
-    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16".
+    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" / " device-router".
     var description: String {
       "gpu moe layer \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
+        + (router == .device ? " device-router" : "")
     }
   }
 
-  /// Per mini family: T = 1, 3, 77 (bf16), T = 77 skewed, T = 77 fp16.
-  /// Experts without tokens occur in every T = 1 case and every skewed case
-  /// (the last expert); skewed OpenMoE also drops tokens by capacity.
+  /// Per mini family: T = 1, 3, 77 (bf16), T = 77 skewed, T = 77 fp16; then
+  /// per mini family with the GPU router, T = 77 and T = 77 skewed (last, so
+  /// the earlier cases keep their seeds). Experts without tokens occur in
+  /// every T = 1 case and every skewed case (the last expert); skewed OpenMoE
+  /// also drops tokens by capacity.
   static func layerCases() -> [LayerCase] {
-    Presets.mini.flatMap { config in
+    let host = Presets.mini.flatMap { config in
       [1, 3, 77].map { LayerCase(config: config, tokens: $0) }
         + [LayerCase(config: config, tokens: 77, skewed: true), LayerCase(config: config, tokens: 77, dtype: .fp16)]
     }
+    let device = Presets.mini.flatMap { config in
+      [false, true].map { LayerCase(config: config, tokens: 77, skewed: $0, router: .device) }
+    }
+    return host + device
+  }
+
+  /// One GPU router case: `GPURouter`'s plan against `CPUMoELayer.route` on
+  /// the same inputs, snapped to `ExactLogits`' grids so that both engines
+  /// compute bitwise equal logits and must choose identically (no near-tie
+  /// can flip a choice; exact ties are broken toward the lower expert on
+  /// both sides).
+  struct RouterCase {
+    var config: MoEConfig
+    var tokens: Int
+    var dtype: DType = .bf16
+    var skewed = false
+
+    /// "gpu router qwen3-moe-mini T=77", then " skewed" / " fp16".
+    var description: String {
+      "gpu router \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
+    }
+  }
+
+  /// Every mini family at T = 1, 3, 77, 1000, T = 77 skewed (one expert
+  /// takes every token, the last none; OpenMoE drops by capacity) and T = 77
+  /// fp16; every full preset at T = 1 (k-split logits) and T = 1000; Qwen3's
+  /// 128 experts at T = 16384; OpenMoE-34B skewed at T = 1000. Router
+  /// weights only: no expert is built.
+  static func routerCases() -> [RouterCase] {
+    let mini = Presets.mini.flatMap { config in
+      [1, 3, 77, 1000].map { RouterCase(config: config, tokens: $0) }
+        + [RouterCase(config: config, tokens: 77, skewed: true), RouterCase(config: config, tokens: 77, dtype: .fp16)]
+    }
+    let full = Presets.full.flatMap { config in [1, 1000].map { RouterCase(config: config, tokens: $0) } }
+    let large = Presets.full.compactMap { config -> RouterCase? in
+      switch config.name {
+      case "qwen3-30b-a3b": RouterCase(config: config, tokens: 16384)
+      case "openmoe-34b": RouterCase(config: config, tokens: 1000, skewed: true)
+      default: nil
+      }
+    }
+    return mini + full + large
+  }
+
+  /// Runs `c` twice on the GPU (the two plans must be bitwise equal) and
+  /// reports the largest relative weight difference from the CPU's plan
+  /// (NaN when the entries differ). Tolerance 1e-5.
+  func runRouter(_ c: RouterCase, seed: UInt64) throws {
+    let config = c.config
+    let hidden = config.hiddenSize
+    guard hidden <= ExactLogits.maxHidden else {
+      report("\(c.description) seed=\(seed): hidden \(hidden) beyond exact logits", .nan, 1e-5)
+      return
+    }
+    var rng = SeededGenerator(seed: seed)
+    var router = rng.normalMatrix(rows: config.numExperts, columns: hidden, scale: 4 / Float(hidden).squareRoot())
+    var x = rng.normalMatrix(rows: c.tokens, columns: hidden)
+    if c.skewed { Self.skew(router: &router, x: &x, rng: &rng) }
+    router = ExactLogits.router(router)
+    x = ExactLogits.hiddenStates(x)
+    let expected = try CPUMoELayer.route(x, config: config, router: router)
+    let gpuRouter = try GPURouter(config: config, router: router, session: session, dtype: c.dtype)
+    let xBuffer = try DeviceBuffer(context: session.context, copying: HalfBits.encode(x.storage, c.dtype))
+    var plans: [RoutingPlan] = []
+    for _ in 0..<2 {
+      plans.append(try gpuRouter.download(try gpuRouter.route(x: xBuffer, tokens: c.tokens), tokens: c.tokens))
+    }
+    let repeatable = plans[0] == plans[1] && plans[0].weights.map(\.bitPattern) == plans[1].weights.map(\.bitPattern)
+    let difference = plans[0].weightDifference(to: expected)
+    report(
+      "\(c.description) seed=\(seed) (\(Self.notes(plans[0], expected: expected, repeatable: repeatable)))",
+      repeatable ? Double(difference ?? .nan) : .nan, 1e-5)
+  }
+
+  /// "max 77 tokens/expert, 1 idle, 39 dropped, repeatable", naming the
+  /// first expert whose entries differ from `expected`'s.
+  static func notes(_ plan: RoutingPlan, expected: RoutingPlan, repeatable: Bool) -> String {
+    let counts = (0..<plan.numExperts).map { plan.entries(ofExpert: $0).count }
+    var notes = [
+      "max \(counts.max() ?? 0) tokens/expert", "\(counts.filter { $0 == 0 }.count) idle",
+      "\(plan.numTokens * plan.topK - plan.entryCount) dropped",
+    ]
+    if plan.weightDifference(to: expected) == nil {
+      let differing = (0..<min(plan.numExperts, expected.numExperts)).first { e in
+        plan.expertOffsets[e + 1] != expected.expertOffsets[e + 1]
+          || plan.tokenIndices[plan.entries(ofExpert: e)] != expected.tokenIndices[expected.entries(ofExpert: e)]
+          || plan.outputSlots[plan.entries(ofExpert: e)] != expected.outputSlots[expected.entries(ofExpert: e)]
+      }
+      notes.append("PLAN DIFFERS\(differing.map { " at expert \($0)" } ?? "")")
+    }
+    notes.append(repeatable ? "repeatable" : "NOT repeatable")
+    return notes.joined(separator: ", ")
   }
 
   /// Skewed routing: a unit direction u is taken out of every token and put
@@ -172,7 +269,7 @@ struct GPUVerifier {
   /// the last expert, so expert 0's logit leads every token's by about 32
   /// (it gets every token, up to a capacity) and the last expert's trails by
   /// as much (it gets none).
-  static func skew(_ weights: inout DenseMoEWeights, _ x: inout Matrix<Float>, rng: inout SeededGenerator) {
+  static func skew(router: inout Matrix<Float>, x: inout Matrix<Float>, rng: inout SeededGenerator) {
     let hidden = x.columns
     var u = rng.normalMatrix(rows: 1, columns: hidden).storage
     let norm = u.reduce(0) { $0 + $1 * $1 }.squareRoot()
@@ -182,37 +279,43 @@ struct GPUVerifier {
       for c in 0..<hidden { along += x[t, c] * u[c] }
       for c in 0..<hidden { x[t, c] += (4 - along) * u[c] }
     }
-    let last = weights.config.numExperts - 1
+    let last = router.rows - 1
     for c in 0..<hidden {
-      weights.router[0, c] += 8 * u[c]
-      weights.router[last, c] -= 8 * u[c]
+      router[0, c] += 8 * u[c]
+      router[last, c] -= 8 * u[c]
     }
   }
 
-  /// Runs `c` twice on the GPU (the two outputs must be bitwise equal and
-  /// the routing plan the CPU's) and reports the error against the CPU.
+  /// Runs `c` twice on the GPU (the two outputs and plans must be bitwise
+  /// equal, the plan the CPU's: identical with the host router, entries
+  /// identical and weights within 1e-5 with the GPU router) and reports the
+  /// error against the CPU.
   func runLayer(_ c: LayerCase, seed: UInt64) throws {
     var weights = DenseMoEWeights.random(config: c.config, seed: seed)
     var rng = SeededGenerator(seed: seed &+ 7)
     var x = rng.normalMatrix(rows: c.tokens, columns: c.config.hiddenSize)
-    if c.skewed { Self.skew(&weights, &x, rng: &rng) }
+    if c.skewed { Self.skew(router: &weights.router, x: &x, rng: &rng) }
+    if c.router == .device {
+      weights.router = ExactLogits.router(weights.router)
+      x = ExactLogits.hiddenStates(x)
+    }
     x = HalfBits.rounded(x, c.dtype)
     let (sparse, _) = try weights.pruned(pattern: .default, storage: c.dtype)
     let expected = try CPUMoELayer.forward(x, weights: sparse)
-    let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype)
+    let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
     let first = try layer.forward(x)
     let second = try layer.forward(x)
-    let repeatable = first.output.storage.elementsEqual(second.output.storage) { $0.bitPattern == $1.bitPattern }
-    let plan = first.plan
-    let counts = (0..<plan.numExperts).map { plan.entries(ofExpert: $0).count }
-    let notes = [
-      "max \(counts.max() ?? 0) tokens/expert", "\(counts.filter { $0 == 0 }.count) idle",
-      "\(plan.numTokens * plan.topK - plan.entryCount) dropped",
-      plan == expected.plan ? nil : "PLAN DIFFERS", repeatable ? "repeatable" : "NOT repeatable",
-    ].compactMap { $0 }
+    let repeatable =
+      first.output.storage.elementsEqual(second.output.storage) { $0.bitPattern == $1.bitPattern }
+      && first.plan == second.plan && first.plan.weights.map(\.bitPattern) == second.plan.weights.map(\.bitPattern)
+    let planMatches =
+      c.router == .host
+      ? first.plan == expected.plan : (first.plan.weightDifference(to: expected.plan).map { $0 <= 1e-5 } ?? false)
+    var notes = Self.notes(first.plan, expected: expected.plan, repeatable: repeatable)
+    if !planMatches && first.plan.weightDifference(to: expected.plan) != nil { notes += ", PLAN WEIGHTS DIFFER" }
     report(
-      "\(c.description) seed=\(seed) (\(notes.joined(separator: ", ")))",
-      repeatable && plan == expected.plan ? relativeError(first.output, expected.output) : .nan, 1e-2)
+      "\(c.description) seed=\(seed) (\(notes))",
+      repeatable && planMatches ? relativeError(first.output, expected.output) : .nan, 1e-2)
   }
 
   /// Relative Frobenius error; NaN if any element is NaN.

@@ -13,11 +13,14 @@ struct Verify: ParsableCommand {
       many shapes and patterns, and every family's MoE layer (sparse against dense on \
       the same pruned weights). GPU: every kernel and epilogue (store, SiLU·up, scale-add, \
       deterministic slots + combine), bf16 and fp16, token counts 0, 1, 3, 77, 1000, odd \
-      row counts, split-k, against the CPU reference with outputs poisoned first; then \
-      the GPU MoE layer (v0) of every mini family, T = 1, 3, 77, skewed routing and \
-      fp16, against the CPU layer on the same pruned weights, run twice for bitwise \
-      repeatability (bf16 tolerance: relative Frobenius error below 1e-2; NaN never \
-      passes). Without a usable GPU it says why and exits 2 (use --cpu-only).
+      row counts, split-k, against the CPU reference with outputs poisoned first; the \
+      GPU router's plan against the CPU's for every family (T = 1, 3, 77, 1000, skewed, \
+      fp16, full-size presets, T = 16384) on exact-logit inputs: identical entries, \
+      weights within 1e-5, bitwise repeatable; then the GPU MoE layer (v0) of every \
+      mini family, T = 1, 3, 77, skewed routing, fp16 and the GPU router, against the \
+      CPU layer on the same pruned weights, run twice for bitwise repeatability (bf16 \
+      tolerance: relative Frobenius error below 1e-2; NaN never passes). Without a \
+      usable GPU it says why and exits 2 (use --cpu-only).
       """)
 
   @Flag(help: "Check only the CPU engine (exit 0 when it passes).")
@@ -26,7 +29,7 @@ struct Verify: ParsableCommand {
   @Option(help: "Base random seed (printed per case).")
   var seed: UInt64 = 2025
 
-  @Option(help: "Only GPU cases whose description contains this text (kernel cases: \"MxK N:M:V epilogue\"; layer cases: \"gpu moe layer NAME T=…\").")
+  @Option(help: "Only GPU cases whose description contains this text (kernel cases: \"MxK N:M:V epilogue\"; router cases: \"gpu router NAME T=…\"; layer cases: \"gpu moe layer NAME T=…\").")
   var filter: String?
 
   func run() throws {
@@ -96,16 +99,24 @@ struct Verify: ParsableCommand {
         report("gpu case \(index) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue): \(error)", .nan, 1e-2)
       }
     }
-    for (index, c) in GPUVerifier.layerCases().enumerated() where filter.map({ c.description.contains($0) }) ?? true {
-      let caseSeed = seed &+ UInt64(200_000 + index)
-      do {
-        try verifier.runLayer(c, seed: caseSeed)
-      } catch {
-        report("\(c.description) seed=\(caseSeed): \(error)", .nan, 1e-2)
+    // Described cases: each seeded from its index, a thrown error reported as a failure.
+    func runEach<Case>(
+      _ list: [Case], seedBase: UInt64, tolerance: Double, _ describe: (Case) -> String,
+      _ body: (Case, UInt64) throws -> Void
+    ) {
+      for (index, c) in list.enumerated() where filter.map({ describe(c).contains($0) }) ?? true {
+        let caseSeed = seed &+ seedBase &+ UInt64(index)
+        do {
+          try body(c, caseSeed)
+        } catch {
+          report("\(describe(c)) seed=\(caseSeed): \(error)", .nan, tolerance)
+        }
       }
     }
+    runEach(GPUVerifier.routerCases(), seedBase: 300_000, tolerance: 1e-5, \.description, verifier.runRouter)
+    runEach(GPUVerifier.layerCases(), seedBase: 200_000, tolerance: 1e-2, \.description, verifier.runLayer)
     print("")
-    print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels and GPU MoE layer)")
+    print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels, GPU router and GPU MoE layer)")
     if failures > 0 { throw ExitCode(1) }
   }
 }

@@ -112,6 +112,65 @@ import SamoyedsModel
     #expect(shared.sharedScale == 21)
     #expect(shared.words[21...].map { Float(bitPattern: $0) } == [0.25, 0.5, 1])
     #expect(shared.words.count <= IndexUpload.wordCapacity(tokens: 3, topK: 2, shared: true))
+
+    // With the GPU router only the identity rows and the shared scale travel.
+    let deviceRouted = IndexUpload(tokens: 3, sharedScale: [0.25, 0.5, 1])
+    #expect(deviceRouted.words.count == 6 && Array(deviceRouted.words[0..<3]) == [0, 1, 2])
+    #expect(deviceRouted.sharedScale == 3)
+    #expect(deviceRouted.words[3...].map { Float(bitPattern: $0) } == [0.25, 0.5, 1])
+    #expect(IndexUpload(tokens: 3, sharedScale: nil).words == [0, 1, 2])
+  }
+}
+
+/// The GPU router's host side: each family's rule as kernel numbers, and
+/// what it refuses, with the reason. Runs without a GPU.
+@Suite struct GPURouterHostSide {
+  @Test(arguments: Presets.all.map(\.name))
+  func everyPresetMapsToItsRule(preset: String) throws {
+    let config = try Presets.named(preset)
+    try GPURouter.check(config: config, dtype: .bf16)
+    try GPURouter.check(config: config, dtype: .fp16)
+    for tokens in [1, 77, 16384] {
+      let problem = GPURouter.problem(config: config, tokens: tokens, dtype: .bf16)
+      #expect(problem.tokens == tokens && problem.experts == config.numExperts && problem.hidden == config.hiddenSize)
+      #expect(problem.topK == config.topK && problem.renormalize == config.router.normalizeTopK)
+      #expect(
+        problem.capacity
+          == config.router.capacity?.capacity(tokens: tokens, experts: config.numExperts, topK: config.topK))
+      try MoERouting.canImplement(problem)
+    }
+  }
+
+  /// OpenMoE's capacity is the CPU's number for the batch at hand.
+  @Test func openMoECapacityFollowsTheBatch() throws {
+    let config = try Presets.named("openmoe-mini")  // 8 experts, top-2, factor 2, minimum 4
+    #expect(GPURouter.problem(config: config, tokens: 77, dtype: .bf16).capacity == 38)  // even(floor(2·2·77/8))
+    #expect(GPURouter.problem(config: config, tokens: 1, dtype: .bf16).capacity == 4)  // the minimum
+    #expect(GPURouter.problem(config: try Presets.named("mixtral-mini"), tokens: 77, dtype: .bf16).capacity == nil)
+  }
+
+  func unsupportedText(_ config: MoEConfig, _ dtype: DType = .bf16) -> String? {
+    do {
+      try GPURouter.check(config: config, dtype: dtype)
+      return nil
+    } catch {
+      guard case .unsupported(let text) = error else { return "unexpected \(error)" }
+      return text
+    }
+  }
+
+  @Test func refusesWhatTheKernelsCannotRoute() throws {
+    var config = try Presets.named("qwen3-moe-mini")
+    #expect(unsupportedText(config, .f32)?.contains("bf16 or fp16") == true)
+    config.numExperts = 300
+    #expect(unsupportedText(config)?.contains("300 experts") == true)
+    #expect(unsupportedText(config)?.contains("qwen3-moe-mini") == true)
+    config.numExperts = 64
+    config.router.topK = 40
+    #expect(unsupportedText(config)?.contains("top-40") == true)
+    config.router.topK = 8
+    config.hiddenSize = 100
+    #expect(unsupportedText(config)?.contains("multiple of 32") == true)
   }
 }
 
@@ -136,25 +195,32 @@ import SamoyedsModel
   }
 
   /// Every family, one odd token count, bf16 weights identical on both
-  /// sides; the same forward twice is bitwise identical; bad hidden states
-  /// are rejected before any launch.
-  @Test(arguments: Presets.mini.map(\.name))
-  func layerMatchesTheCPUEngine(preset: String) throws {
+  /// sides, with the router on the host and on the GPU (on `ExactLogits`
+  /// inputs, so both engines must choose identically); the same forward
+  /// twice is bitwise identical; bad hidden states are rejected before any
+  /// launch.
+  @Test(arguments: Presets.mini.map(\.name), RouterPlacement.allCases)
+  func layerMatchesTheCPUEngine(preset: String, router: RouterPlacement) throws {
     guard case .usable = DriverProbe.probe(), case .success(let session) = Self.session else {
-      print("no usable GPU: skipping the GPU layer for \(preset)")
+      print("no usable GPU: skipping the GPU layer for \(preset) (\(router) router)")
       return
     }
     let config = try Presets.named(preset)
     let seed: UInt64 = 77
-    let (sparse, _) = try DenseMoEWeights.random(config: config, seed: seed).pruned(pattern: .default, storage: .bf16)
+    var weights = DenseMoEWeights.random(config: config, seed: seed)
+    weights.router = ExactLogits.router(weights.router)
+    let (sparse, _) = try weights.pruned(pattern: .default, storage: .bf16)
     var rng = SeededGenerator(seed: seed &+ 1)
-    let x = HalfBits.rounded(rng.normalMatrix(rows: 37, columns: config.hiddenSize), .bf16)
-    let layer = try GPUMoELayer(weights: sparse, session: session)
+    let x = ExactLogits.hiddenStates(rng.normalMatrix(rows: 37, columns: config.hiddenSize))
+    let layer = try GPUMoELayer(weights: sparse, session: session, router: router)
     let gpu = try layer.forward(x)
     let cpu = try CPUMoELayer.forward(x, weights: sparse)
-    #expect(gpu.plan == cpu.plan)
+    let weightDifference = try #require(gpu.plan.weightDifference(to: cpu.plan), "\(preset): the plans' entries differ")
+    #expect(weightDifference <= (router == .host ? 0 : 1e-5))
     #expect(relativeError(gpu.output, cpu.output) < 1e-2, "\(preset) seed \(seed)")
-    #expect(try layer.forward(x).output.storage.map(\.bitPattern) == gpu.output.storage.map(\.bitPattern))
+    let again = try layer.forward(x)
+    #expect(again.output.storage.map(\.bitPattern) == gpu.output.storage.map(\.bitPattern))
+    #expect(again.plan == gpu.plan && again.plan.weights.map(\.bitPattern) == gpu.plan.weights.map(\.bitPattern))
 
     var bad = x
     bad[2, 3] = .infinity

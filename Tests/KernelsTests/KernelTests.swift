@@ -54,12 +54,38 @@ import Foundation
   }
 
   @Test func entryPointsMatchTheSource() throws {
-    let (source, _) = try KernelLibrary.sources()
+    let (source, _) = try KernelLibrary.sources(of: "dual_sparse_gemm.cu")
     for prefix in ["samoyeds_bf16_n1m2", "samoyeds_fp16_n1m2", "samoyeds_bf16_n1m4", "samoyeds_bf16_n2m4", "samoyeds_bf16_n1m8"] {
       #expect(source.contains(prefix), "\(prefix) missing from the .cu file")
     }
-    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32, rt2x2 for 1:2).
-    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2)
+    // The routing kernels are written out by name, each an extern "C" kernel.
+    let (routing, _) = try KernelLibrary.sources(of: "moe_routing.cu")
+    for name in MoERouting.entryPoints {
+      #expect(routing.contains("\n    \(name)(const samoyeds::routing::RoutingArgs args)"), "\(name) missing from moe_routing.cu")
+    }
+    #expect(KernelLibrary.files.map(\.name) == ["dual_sparse_gemm.cu", "moe_routing.cu"])
+    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32, rt2x2
+    // for 1:2); then logits (bf16, fp16), select, scan and scatter.
+    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2 + 5)
+    #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
+  }
+
+  /// The Swift mirrors of moe_routing.cu's configuration are the source's values.
+  @Test func routingConstantsMatchTheSource() throws {
+    let (source, _) = try KernelLibrary.sources(of: "moe_routing.cu")
+    func constant(_ name: String) -> Int? {
+      let prefix = "constexpr int \(name) = "
+      guard let line = source.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
+      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
+    }
+    let mirrors: [(String, Int)] = [
+      ("kMaxExperts", MoERouting.maxExperts), ("kMaxTopK", MoERouting.maxTopK), ("kChunk", MoERouting.hiddenMultiple),
+      ("kTileTokens", MoERouting.tileTokens), ("kTileExperts", MoERouting.tileExperts),
+      ("kLogitThreads", MoERouting.logitThreads), ("kSelectWarps", MoERouting.selectWarps),
+      ("kBlockTokens", MoERouting.blockTokens), ("kScatterWarps", MoERouting.scatterWarps),
+      ("kScanThreads", MoERouting.scanThreads),
+    ]
+    for (name, value) in mirrors { #expect(constant(name) == value, "\(name)") }
   }
 }
 
@@ -166,5 +192,100 @@ import Foundation
         }
       }
     }
+  }
+}
+
+/// The GPU router's host side: what it refuses, how it splits the logits and
+/// lays out its workspace (no device needed).
+@Suite struct RoutingHostSide {
+  static let base = MoERouting.Problem(
+    tokens: 77, hidden: 256, experts: 32, topK: 8, dtype: .bf16, renormalize: true)
+
+  func rejection(_ change: (inout MoERouting.Problem) -> Void) -> String? {
+    var problem = Self.base
+    change(&problem)
+    do {
+      try MoERouting.canImplement(problem)
+      return nil
+    } catch {
+      guard case .invalidArgument(let text) = error else { return "unexpected \(error)" }
+      return text
+    }
+  }
+
+  @Test func acceptsEveryPresetShape() throws {
+    #expect(rejection { _ in } == nil)
+    // Qwen3-30B-A3B: 128 experts, top-8, hidden 2048; DeepSeek-V3-sized 256 experts; T = 0 and 16384.
+    #expect(rejection { $0.experts = 128; $0.hidden = 2048; $0.tokens = 16384 } == nil)
+    #expect(rejection { $0.experts = MoERouting.maxExperts; $0.hidden = 7168 } == nil)
+    #expect(rejection { $0.tokens = 0 } == nil)
+    #expect(rejection { $0.dtype = .fp16; $0.capacity = 0; $0.renormalize = false } == nil)
+    #expect(rejection { $0.topK = 32; $0.experts = 32 } == nil)
+  }
+
+  @Test func refusesWhatTheKernelsCannotDo() {
+    #expect(rejection { $0.dtype = .f32 }?.contains("bf16 or fp16, not f32") == true)
+    #expect(rejection { $0.experts = MoERouting.maxExperts + 1 }?.contains("1 to 256") == true)
+    #expect(rejection { $0.experts = 0 }?.contains("1 to 256") == true)
+    #expect(rejection { $0.topK = 33; $0.experts = 64 }?.contains("min(E, 32)") == true)
+    #expect(rejection { $0.topK = 9; $0.experts = 8 }?.contains("top-9 of 8") == true)
+    #expect(rejection { $0.topK = 0 } != nil)
+    #expect(rejection { $0.hidden = 100 }?.contains("multiple of 32") == true)
+    #expect(rejection { $0.hidden = 0 }?.contains("multiple of 32") == true)
+    #expect(rejection { $0.tokens = -1 }?.contains("negative token count") == true)
+    #expect(rejection { $0.tokens = Int(Int32.max) / 8 }?.contains("32-bit") == true)
+    #expect(rejection { $0.capacity = -1 }?.contains("negative capacity") == true)
+    #expect(rejection { $0.splits = 0 }?.contains("splits") == true)
+  }
+
+  /// Every 32-column stage of the hidden size belongs to exactly one split;
+  /// a grid that fills the GPU is not split; T = 1 is.
+  @Test func logitSplitsCoverEveryStageOnce() {
+    for hidden in [32, 256, 2048, 2304, 7168] {
+      for tokens in [0, 1, 3, 77, 1000, 16384] {
+        for experts in [8, 60, 128, 256] {
+          for forced in [nil, 1, 5, 1000] as [Int?] {
+            var problem = Self.base
+            (problem.hidden, problem.tokens, problem.experts, problem.topK, problem.splits) =
+              (hidden, tokens, experts, 2, forced)
+            let (splits, perSplit) = MoERouting.logitSplits(problem, multiprocessors: 132)
+            let chunks = hidden / 32
+            let label = "hidden \(hidden) T=\(tokens) E=\(experts) forced \(String(describing: forced))"
+            #expect(splits >= 1 && perSplit >= 1, "\(label)")
+            #expect(splits * perSplit >= chunks && (splits - 1) * perSplit < chunks, "\(label)")
+            if forced == nil { #expect(splits <= MoERouting.maxSplits, "\(label)") }
+          }
+        }
+      }
+    }
+    var decode = Self.base
+    (decode.tokens, decode.hidden, decode.experts) = (1, 2048, 128)
+    #expect(MoERouting.logitSplits(decode, multiprocessors: 132).splits == MoERouting.maxSplits)
+    decode.tokens = 16384
+    #expect(MoERouting.logitSplits(decode, multiprocessors: 132).splits == 1)
+  }
+
+  /// Sections in order, 256-byte aligned, each as large as its array.
+  @Test func workspaceSectionsDoNotOverlap() {
+    var problem = Self.base
+    (problem.tokens, problem.experts, problem.topK) = (1000, 60, 4)
+    let layout = MoERouting.WorkspaceLayout(problem, splits: 3)
+    let blocks = (1000 + 127) / 128
+    let sections = [
+      (layout.logits, 3 * 1000 * 60 * 4), (layout.counts, 60 * 4 * blocks * 4), (layout.admitted, 60 * 4 * blocks * 4),
+      (layout.blockStart, 60 * blocks * 4), (layout.expertTotals, 60 * 4),
+    ]
+    #expect(layout.countsBytes == 60 * 4 * blocks * 4)
+    for (i, (offset, bytes)) in sections.enumerated() {
+      #expect(offset % 256 == 0)
+      let end = i + 1 < sections.count ? sections[i + 1].0 : layout.bytes
+      #expect(offset + bytes <= end, "section \(i)")
+    }
+    let splits = MoERouting.logitSplits(problem, multiprocessors: 132).splits
+    #expect(
+      MoERouting.workspaceBytes(problem, multiprocessors: 132)
+        == MoERouting.WorkspaceLayout(problem, splits: splits).bytes)
+    problem.tokens = 0
+    #expect(MoERouting.workspaceBytes(problem, multiprocessors: 132) == 0)
   }
 }

@@ -107,3 +107,31 @@ import Testing
     }
   }
 }
+
+/// `weightDifference`: entries must match exactly, weights up to a relative tolerance.
+@Suite struct PlanComparison {
+  func plan(_ experts: [Int32], _ weights: [Float]) throws -> RoutingPlan {
+    try RoutingPlan(numTokens: 3, numExperts: 3, topK: 2, selectedExperts: experts, weights: weights)
+  }
+
+  @Test func sameEntriesGiveTheLargestRelativeWeightDifference() throws {
+    let a = try plan([2, 0, 0, 1, 2, 1], [0.6, 0.4, 0.7, 0.3, 0.5, 0.5])
+    #expect(a.weightDifference(to: a) == 0)
+    let b = try plan([2, 0, 0, 1, 2, 1], [0.6, 0.4, 0.7, 0.3, 0.5, 0.5 * (1 + 1e-6)])
+    let difference = try #require(a.weightDifference(to: b))
+    #expect(difference > 0.5e-6 && difference < 2e-6)
+    // Zero weights on both sides (a capacity drop is absent, but a 0 weight may occur) compare equal.
+    let zeros = try plan([2, 0, 0, 1, 2, 1], [0, 0, 0, 0, 0, 0])
+    #expect(zeros.weightDifference(to: zeros) == 0)
+  }
+
+  @Test func differentEntriesGiveNil() throws {
+    let a = try plan([2, 0, 0, 1, 2, 1], [0.6, 0.4, 0.7, 0.3, 0.5, 0.5])
+    // Token 1's ranks swapped: same experts and tokens, different slots.
+    #expect(a.weightDifference(to: try plan([2, 0, 1, 0, 2, 1], [0.6, 0.4, 0.7, 0.3, 0.5, 0.5])) == nil)
+    // A dropped choice.
+    #expect(a.weightDifference(to: try plan([2, 0, 0, -1, 2, 1], [0.6, 0.4, 0.7, 0, 0.5, 0.5])) == nil)
+    // Another expert.
+    #expect(a.weightDifference(to: try plan([1, 0, 0, 1, 2, 1], [0.6, 0.4, 0.7, 0.3, 0.5, 0.5])) == nil)
+  }
+}

@@ -117,3 +117,23 @@ SAMOYEDS_MMA_SP(bf16, "bf16")
 SAMOYEDS_MMA_SP(fp16, "f16")
 
 }  // namespace samoyeds
+
+// ---------------------------------------------------------------------------
+// Helpers added for moe_routing.cu
+// ---------------------------------------------------------------------------
+
+namespace samoyeds {
+
+// 16-bit storage to f32, exact: bf16 is the upper half of an f32; fp16
+// widens with cvt.f32.f16 (PTX ISA "cvt").
+template <typename T> __device__ __forceinline__ float toFloat(uint16_t bits);
+template <> __device__ __forceinline__ float toFloat<bf16>(uint16_t bits) {
+  return __uint_as_float(uint32_t(bits) << 16);
+}
+template <> __device__ __forceinline__ float toFloat<fp16>(uint16_t bits) {
+  float r;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(bits));
+  return r;
+}
+
+}  // namespace samoyeds
