@@ -42,6 +42,9 @@ struct Demo: ParsableCommand {
   @Option(help: "With --checkpoint: the MoE layer to run (default: the first).")
   var layer: Int?
 
+  @Option(help: "Write the tokens, the CPU (and GPU) outputs and the layer's pruned weights, densified, to this safetensors file (for bench/baselines/compare_hf.py).")
+  var dump: String?
+
   func validate() throws {
     guard tokens >= 1, tokens <= 65_536 else { throw ValidationError("--tokens must be in 1...65536, got \(tokens)") }
     if layer != nil && checkpoint == nil { throw ValidationError("--layer needs --checkpoint") }
@@ -143,17 +146,23 @@ struct Demo: ParsableCommand {
       "time (CPU)   dense \(Fmt.fixed(denseTime, 3)) ms, sparse \(Fmt.fixed(sparseTime, 3)) ms (median of \(repetitions); sparse/dense speed \(Fmt.fixed(denseTime / sparseTime, 2))x)"
     )
     var gpuError = 0.0
+    var gpuOutput: Matrix<Float>? = nil
     if let gpuSession {
-      gpuError = try runOnGPU(session: gpuSession, weights: sparseLayer, x: x, cpuOutput: sparseResult.output)
+      (gpuError, gpuOutput) = try runOnGPU(session: gpuSession, weights: sparseLayer, x: x, cpuOutput: sparseResult.output)
+    }
+    if let dump {
+      try LayerDump.write(
+        to: dump, config: config, weights: densePruned, x: x, cpuOutput: sparseResult.output, gpuOutput: gpuOutput)
+      print("dump         \(dump) (x, outputs, pruned weights densified; compare with bench/baselines/compare_hf.py)")
     }
     if !(error < 1e-3) || !(gpuError < 1e-2) { throw ExitCode(1) }
   }
 
   /// Runs the sparse layer on the GPU, prints its error against the CPU
-  /// sparse output and its time; returns the error (0 when the layer cannot
-  /// run on the GPU, which is said and is not a failure).
+  /// sparse output and its time; returns the error and the output (0 and nil
+  /// when the layer cannot run on the GPU, which is said and is not a failure).
   func runOnGPU(session: GPUSession, weights: CPUMoEWeights, x: Matrix<Float>, cpuOutput: Matrix<Float>) throws
-    -> Double
+    -> (Double, Matrix<Float>?)
   {
     let dtype: DType = storage == .fp16 ? .fp16 : .bf16
     let layer: GPUMoELayer
@@ -161,7 +170,7 @@ struct Demo: ParsableCommand {
       layer = try GPUMoELayer(weights: weights, session: session, dtype: dtype)
     } catch .unsupported(let text) {
       print("GPU          not run: \(text)")
-      return 0
+      return (0, nil)
     }
     let gpu = try layer.forward(x)
     let error = relativeError(gpu.output, cpuOutput)
@@ -171,6 +180,6 @@ struct Demo: ParsableCommand {
     print(
       "time (GPU)   sparse \(Fmt.fixed(time, 3)) ms (median of \(repetitions), forward to stream sync and download; v0: host router, 2 launches per expert)"
     )
-    return error
+    return (error, gpu.output)
   }
 }
