@@ -118,6 +118,7 @@ public enum PortableKernel {
     /// (1:2 only).
     case rt2x2
 
+    /// 16-row tiles per warp.
     public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
 
     /// k32 chunks per pipeline stage.
@@ -293,11 +294,17 @@ public enum PortableKernel {
   /// What `splitPlan` needs to know of a launch (no device objects, so the
   /// planning is testable anywhere).
   public struct SplitProblem: Sendable {
+    /// The weight's pattern.
     public var pattern: SparsePattern
+    /// Output rows m.
     public var rows: Int
+    /// Input columns k.
     public var columns: Int
+    /// Condensed rows (m / M · N).
     public var condensedRows: Int
+    /// The packed weight's bytes on the device (the partials' budget).
     public var weightBytes: Int
+    /// Routed token rows T.
     public var count: Int
     /// The SiLU mode: half the warps run the up projection.
     public var twoWeights: Bool
