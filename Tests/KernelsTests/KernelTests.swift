@@ -289,3 +289,41 @@ import Foundation
     #expect(MoERouting.workspaceBytes(problem, multiprocessors: 132) == 0)
   }
 }
+
+/// The kernel's row-selection fold (`RowSelection` in dual_sparse_gemm.cu),
+/// replayed on the CPU: a running total T never reset, and at each vector's
+/// end bank b += ([s_v = b] − [s_{v+1} = b]) · T (s after the split = none),
+/// with the last bank = total − the kept ones, equals adding each vector's
+/// partial sum to the bank its selection names.
+@Suite struct TelescopedFold {
+  @Test(arguments: [(1, 2), (1, 4), (2, 4), (1, 8)])
+  func telescopedBanksEqualDirectSums(n: Int, m: Int) {
+    let seed = UInt64(n * 131 + m)
+    var rng = SeededGenerator(seed: seed)
+    let banks = m - n + 1
+    for trial in 0..<200 {
+      let vectors = Int.random(in: 1...40, using: &rng)
+      let selections = (0..<vectors).map { _ in Int.random(in: 0..<banks, using: &rng) }
+      let partials = (0..<vectors).map { _ in Float.random(in: -4...4, using: &rng) }
+      var direct = [Float](repeating: 0, count: banks)
+      for v in 0..<vectors { direct[selections[v]] += partials[v] }
+
+      var total: Float = 0
+      var kept = [Float](repeating: 0, count: banks - 1)
+      for v in 0..<vectors {
+        total += partials[v]
+        let next = v + 1 < vectors ? selections[v + 1] : -1  // the split ends: none
+        for b in 0..<(banks - 1) {
+          let coefficient = Float(selections[v] == b ? 1 : 0) - Float(next == b ? 1 : 0)
+          kept[b] = kept[b].addingProduct(coefficient, total)  // the kernel's fmaf
+        }
+      }
+      let folded = kept + [total - kept.reduce(0, +)]
+      for b in 0..<banks {
+        #expect(
+          abs(folded[b] - direct[b]) <= 1e-4 * max(1, abs(direct[b])),
+          "N:M \(n):\(m) seed \(seed) trial \(trial) bank \(b): \(folded[b]) vs \(direct[b])")
+      }
+    }
+  }
+}
