@@ -54,9 +54,7 @@ struct Bench: ParsableCommand {
     }
 
     func runCheckpoint(_ path: String) throws {
-      let directory = try CheckpointDirectory(path: path)
-      let index = layer ?? directory.config.moeLayerIndices.first ?? 0
-      let stored = try LayerLoader.layer(directory, layer: index)
+      let (directory, index, stored) = try loadCheckpointLayer(path, layer: layer)
       let (sparse, dense): (CPUMoEWeights, CPUMoEWeights)
       if stored.hasSparseExperts {
         (sparse, dense) = (stored, try stored.densified())
@@ -175,9 +173,8 @@ struct Bench: ParsableCommand {
       // The checkpoint's layer first, so a bad path is reported as such.
       var stored: CPUMoEWeights? = nil
       if let checkpoint {
-        let directory = try CheckpointDirectory(path: checkpoint)
-        let index = layer ?? directory.config.moeLayerIndices.first ?? 0
-        stored = try LayerLoader.layer(directory, layer: index)
+        let (_, index, weights) = try loadCheckpointLayer(checkpoint, layer: layer)
+        stored = weights
         print("weights: \(checkpoint), layer \(index), \(stored?.experts.count ?? 0) experts (gate [ffn, hidden] and down [hidden, ffn])")
       }
       let session = try GPUSession.open()

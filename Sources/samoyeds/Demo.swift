@@ -55,9 +55,8 @@ struct Demo: ParsableCommand {
     var loaded: CPUMoEWeights? = nil
     var source = "random weights, seed \(seed)"
     if let checkpoint {
-      let directory = try CheckpointDirectory(path: checkpoint)
-      let index = layer ?? directory.config.moeLayerIndices.first ?? 0
-      loaded = try LayerLoader.layer(directory, layer: index)
+      let (directory, index, weights) = try loadCheckpointLayer(checkpoint, layer: layer)
+      loaded = weights
       source = "\(checkpoint), layer \(index) (\(directory.sparsity.map { "Samoyeds \($0.pattern)" } ?? "dense"))"
     }
     let config = try loaded?.config ?? model.resolve()

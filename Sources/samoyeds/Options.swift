@@ -1,4 +1,6 @@
 import ArgumentParser
+import CPUEngine
+import Models
 import SamoyedsFormat
 import SamoyedsModel
 
@@ -34,4 +36,14 @@ struct NotYetAvailable: Error, CustomStringConvertible {
   let what: String
   let issue: String
   var description: String { "\(what) is not available in this build yet: it arrives with \(issue)" }
+}
+
+/// MoE layer `layer` of the checkpoint at `path` (default: its first MoE
+/// layer), as `--checkpoint DIR [--layer L]` name it in demo and bench.
+func loadCheckpointLayer(_ path: String, layer: Int?) throws -> (
+  directory: CheckpointDirectory, index: Int, weights: CPUMoEWeights
+) {
+  let directory = try CheckpointDirectory(path: path)
+  let index = layer ?? directory.config.moeLayerIndices.first ?? 0
+  return (directory, index, try LayerLoader.layer(directory, layer: index))
 }
