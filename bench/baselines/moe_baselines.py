@@ -127,25 +127,22 @@ def apply_capacity(topi: torch.Tensor, topw: torch.Tensor, experts: int, capacit
 def route(x: torch.Tensor, router_w: torch.Tensor, spec: MoESpec):
     """Gate projection (bf16), softmax in f32, top-k, renormalize per family, capacity (OpenMoE).
     Returns (topw [T, k] f32, topi [T, k] int64); dropped choices have id E and weight 0."""
-    logits = F.linear(x, router_w)
+    return select_experts(F.linear(x, router_w), spec)
+
+
+def route_reference(x: torch.Tensor, w: LayerWeights, spec: MoESpec):
+    """The family's routing rule in f32 throughout (for the routing-agreement report)."""
+    return select_experts(x.float() @ w.router.float().t(), spec)
+
+
+def select_experts(logits: torch.Tensor, spec: MoESpec):
+    """Router logits [T, E] -> (topw, topi): softmax in f32, top-k, renormalization and capacity as the family does."""
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     topw, topi = torch.topk(probs, spec.top_k, dim=-1)
     if spec.norm_topk:
         topw = topw / topw.sum(dim=-1, keepdim=True)
     if spec.has_capacity:
-        topi, topw = apply_capacity(topi, topw, spec.experts, spec.capacity(x.shape[0]))
-    return topw, topi
-
-
-def route_reference(x: torch.Tensor, w: LayerWeights, spec: MoESpec):
-    """The family's routing rule in f32 throughout (for the routing-agreement report)."""
-    logits = x.float() @ w.router.float().t()
-    probs = torch.softmax(logits, dim=-1)
-    topw, topi = torch.topk(probs, spec.top_k, dim=-1)
-    if spec.norm_topk:
-        topw = topw / topw.sum(dim=-1, keepdim=True)
-    if spec.has_capacity:
-        topi, topw = apply_capacity(topi, topw, spec.experts, spec.capacity(x.shape[0]))
+        topi, topw = apply_capacity(topi, topw, spec.experts, spec.capacity(logits.shape[0]))
     return topw, topi
 
 

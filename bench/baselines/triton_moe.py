@@ -112,6 +112,14 @@ def _block_coords(max_padded, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G
 
 
 @triton.jit
+def _block_expert(pad_end_ptr, row0, E: tl.constexpr, NB: tl.constexpr):
+    """The expert whose padded block range holds sorted row `row0` (pad_end_ptr: [E] exclusive ends)."""
+    bins = tl.arange(0, NB)
+    ends = tl.load(pad_end_ptr + bins, mask=bins < E, other=0x7FFFFFFF)
+    return tl.sum((ends <= row0).to(tl.int32), axis=0).to(tl.int64)
+
+
+@triton.jit
 def _moe_gate_up_kernel(
     x_ptr, w_ptr, out_ptr, sorted_ptr, pad_end_ptr, num_padded_ptr,
     N, K, S, max_padded,
@@ -127,9 +135,7 @@ def _moe_gate_up_kernel(
     row0 = pid_m * BLOCK_M
     if row0 >= tl.load(num_padded_ptr):
         return
-    bins = tl.arange(0, NB)
-    ends = tl.load(pad_end_ptr + bins, mask=bins < E, other=0x7FFFFFFF)
-    e = tl.sum((ends <= row0).to(tl.int32), axis=0).to(tl.int64)
+    e = _block_expert(pad_end_ptr, row0, E, NB)
 
     offs_m = row0 + tl.arange(0, BLOCK_M)
     pair = tl.load(sorted_ptr + offs_m)
@@ -180,9 +186,7 @@ def _moe_down_kernel(
     row0 = pid_m * BLOCK_M
     if row0 >= tl.load(num_padded_ptr):
         return
-    bins = tl.arange(0, NB)
-    ends = tl.load(pad_end_ptr + bins, mask=bins < E, other=0x7FFFFFFF)
-    e = tl.sum((ends <= row0).to(tl.int32), axis=0).to(tl.int64)
+    e = _block_expert(pad_end_ptr, row0, E, NB)
 
     offs_m = row0 + tl.arange(0, BLOCK_M)
     pair = tl.load(sorted_ptr + offs_m)
