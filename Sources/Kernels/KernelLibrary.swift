@@ -20,6 +20,11 @@ public final class KernelLibrary: @unchecked Sendable {
     public let name: String
     /// Its `extern "C"` kernels.
     public let entryPoints: [String]
+    /// The NVRTC targets it is built for; nil: every target (sm_80 and up).
+    public var architectures: Set<String>? = nil
+
+    /// Whether the file is built for `architecture`.
+    public func builds(for architecture: String) -> Bool { architectures?.contains(architecture) ?? true }
 
     /// The name without ".cu" (the cache entry's prefix).
     var stem: String { name.hasSuffix(".cu") ? String(name.dropLast(3)) : name }
@@ -30,15 +35,33 @@ public final class KernelLibrary: @unchecked Sendable {
     [
       File(name: "dual_sparse_gemm.cu", entryPoints: portableEntryPoints),
       File(name: "moe_routing.cu", entryPoints: MoERouting.entryPoints),
+      File(name: "dual_sparse_gemm_sm90.cu", entryPoints: sm90EntryPoints, architectures: ["sm_90a"]),
     ]
   }
   /// Headers every kernel file may include.
-  public static let headerNames = ["samoyeds_common.cuh"]
+  public static let headerNames = ["samoyeds_common.cuh", "samoyeds_gemm.cuh"]
   /// NVRTC options every build uses.
   public static let options = ["-lineinfo"]
 
   /// Every entry point of every file.
   public static var entryPoints: [String] { files.flatMap(\.entryPoints) }
+
+  /// The files built for `architecture`.
+  public static func files(for architecture: String) -> [File] { files.filter { $0.builds(for: architecture) } }
+
+  /// Entry points of the Hopper family (`dual_sparse_gemm_sm90.cu`): the
+  /// portable names with `_sm90`, every pattern, dtype and epilogue.
+  static var sm90EntryPoints: [String] {
+    var names: [String] = []
+    for dtype in ["bf16", "fp16"] {
+      for pattern in PortableKernel.supportedPatterns {
+        for epilogue in ["store", "silu", "add", "slots"] {
+          names.append("samoyeds_\(dtype)_n\(pattern.n)m\(pattern.m)_\(epilogue)_sm90")
+        }
+      }
+    }
+    return names
+  }
 
   /// Entry points of the portable kernel family (`dual_sparse_gemm.cu`).
   static var portableEntryPoints: [String] {
@@ -65,7 +88,7 @@ public final class KernelLibrary: @unchecked Sendable {
     var modules: [CUDAModule] = []
     var functions: [String: CUDAFunction] = [:]
     var cached = true
-    for file in Self.files {
+    for file in Self.files(for: context.architecture) {
       let (source, headers) = try Self.sources(of: file.name)
       let (cubin, hit) = try KernelCache.cubin(
         source: source, name: file.stem, headers: headers, architecture: context.architecture, options: Self.options)
@@ -96,12 +119,15 @@ public final class KernelLibrary: @unchecked Sendable {
     }
   }
 
+  /// Whether kernel `name` was built for this GPU.
+  public func has(_ name: String) -> Bool { functions[name] != nil }
+
   /// Compiles every file for `architecture` without a GPU (NVRTC only);
   /// returns NVRTC's logs, each under its file name (empty when no file
   /// had warnings).
   public static func compileOnly(architecture: String) throws(CUDAError) -> String {
     var logs: [String] = []
-    for file in files {
+    for file in files(for: architecture) {
       let (source, headers) = try sources(of: file.name)
       let log = try NVRTC.get().compile(
         source: source, name: file.name, headers: headers, architecture: architecture, options: options
@@ -113,7 +139,8 @@ public final class KernelLibrary: @unchecked Sendable {
 
   func function(_ name: String) throws(CUDAError) -> CUDAFunction {
     guard let function = functions[name] else {
-      throw .unavailable("no kernel \(name) in \(Self.files.map(\.name).joined(separator: ", "))")
+      throw .unavailable(
+        "no kernel \(name) for \(architecture) in \(Self.files(for: architecture).map(\.name).joined(separator: ", "))")
     }
     return function
   }

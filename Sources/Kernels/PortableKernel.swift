@@ -117,12 +117,23 @@ public enum PortableKernel {
     /// second chunk's token fragments load while the first's mma.sp issue
     /// (1:2 only).
     case rt2x2
+    /// Hopper (sm_90a only): `dual_sparse_gemm_sm90.cu`, wgmma.mma_async.sp
+    /// with the weight fragments in registers and the token rows gathered
+    /// by cp.async into a 128-byte-swizzled shared tile read by descriptor;
+    /// two warpgroups × 64 condensed rows, 4-chunk stages.
+    case wgmma
 
     /// 16-row tiles per warp.
     public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
 
     /// k32 chunks per pipeline stage.
-    var chunksPerStage: Int { self == .rt2x2 ? 2 : 1 }
+    var chunksPerStage: Int {
+      switch self {
+      case .rt2x2: 2
+      case .wgmma: 4
+      default: 1
+      }
+    }
 
     var suffix: String {
       switch self {
@@ -131,6 +142,7 @@ public enum PortableKernel {
       case .bn32: "_bn32"
       case .stream: "_stream"
       case .rt2x2: "_rt2x2"
+      case .wgmma: "_sm90"
       }
     }
   }
@@ -150,6 +162,7 @@ public enum PortableKernel {
     let oneOfTwo = pattern.keptRows == 1 && pattern.groupRows == 2
     if tiling == .bn32 { return oneOfTwo ? base / 2 : nil }
     if tiling == .rt2x2 { return oneOfTwo ? base : nil }
+    if tiling == .wgmma { return 2 * base }  // wgmma's N: 128 (1:2), 64 (1:4, 2:4), 32 (1:8)
     return base
   }
 
@@ -162,6 +175,26 @@ public enum PortableKernel {
     let stage = cps * warps * rt * 32 * 16 + warps * rt * 32 * 4 + cps * bn * (32 + 8) * 2
     let epilogue = bn * (warps * rt * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
     return max(stage * (stages / cps), epilogue)
+  }
+
+  /// Stages of the Hopper kernel's ring (`sm90::kStages`).
+  static let wgmmaStages = 4
+
+  /// Dynamic shared memory of a Hopper CTA (`sm90::Stage`): per stage two
+  /// 128-byte-swizzled slabs of token rows, the A fragments and metadata of
+  /// 4 chunks; or the epilogue tile if larger; plus 1 KB to align the
+  /// swizzle atoms.
+  static func wgmmaSharedBytes(tokenTile bn: Int, pattern: SparsePattern) -> Int {
+    let stage = 2 * bn * 128 + warps * 4 * 32 * 16 + warps * 2 * 32 * 4
+    let epilogue = bn * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
+    return max(stage * wgmmaStages, epilogue) + 1024
+  }
+
+  /// Dynamic shared memory of a CTA of `tiling` (not the streaming one).
+  static func sharedBytes(_ tiling: Tiling, tokenTile bn: Int, pattern: SparsePattern) -> Int {
+    tiling == .wgmma
+      ? wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
+      : sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
   }
 
   /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
@@ -191,12 +224,12 @@ public enum PortableKernel {
   /// Whether `tiling` exists for the pattern and fits the device's shared memory.
   public static func isAvailable(_ tiling: Tiling, _ a: Arguments, context: CUDAContext) -> Bool {
     guard let bn = tokenTile(a.weight.pattern, tiling) else { return false }
+    // wgmma.mma_async.sp exists on sm_90a only (not on sm_100 and later).
+    if tiling == .wgmma && context.architecture != "sm_90a" { return false }
     if tiling == .stream {
       return streamSharedBytes(chunks: 2, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
     }
-    return sharedBytes(
-      tokenTile: bn, pattern: a.weight.pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
-      <= context.maxSharedMemoryPerBlockOptin
+    return sharedBytes(tiling, tokenTile: bn, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
   }
 
   /// Warps of a CTA that work on one weight: all, or half in the SiLU mode
@@ -220,6 +253,7 @@ public enum PortableKernel {
   /// 1:2 only) or does not fit the device falls back to rt2, then rt1.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
+    if a.count > 64 && isAvailable(.wgmma, a, context: context) { return .wgmma }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
     let tall = a.weight.rows >= a.weight.columns
     let preferred: Tiling
@@ -342,6 +376,10 @@ public enum PortableKernel {
       // double the time of a bandwidth-bound kernel).
       splits = max(1, 2 * multiprocessors / ctas)
       splits = min(splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2))
+    } else if p.splits == nil && tiling == .wgmma && ctas < multiprocessors {
+      // One CTA per SM: split to fill one wave, not more.
+      let budget = max(p.weightBytes, 4 << 20)
+      splits = max(1, min(multiprocessors / ctas, budget / max(partialBytesPerSplit, 1), chunks / 4))
     } else if p.splits == nil && ctas < multiprocessors {
       splits = (2 * multiprocessors + ctas - 1) / ctas
       // Partials written and read back per split; keep their traffic within
@@ -353,7 +391,11 @@ public enum PortableKernel {
       splits = max(splits, (chunks + maxChunksPerSplit - 1) / maxChunksPerSplit)
     }
     var perSplit = (chunks + splits - 1) / splits
-    perSplit += perSplit % 2
+    // Whole chunk pairs (metadata); for wgmma whole 4-chunk stages where
+    // that stays within the limit.
+    let pairs = (perSplit + 1) / 2 * 2
+    let stages = (perSplit + 3) / 4 * 4
+    perSplit = tiling == .wgmma && stages <= maxChunksPerSplit ? stages : pairs
     perSplit = max(perSplit, 2)
     return ((chunks + perSplit - 1) / perSplit, perSplit)
   }
@@ -394,7 +436,7 @@ public enum PortableKernel {
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
-      : sharedBytes(tokenTile: bn, pattern: w.pattern, rowTiles: rt, chunksPerStage: tiling.chunksPerStage)
+      : sharedBytes(tiling, tokenTile: bn, pattern: w.pattern)
     guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")
     }

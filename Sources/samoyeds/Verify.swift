@@ -92,7 +92,7 @@ struct Verify: ParsableCommand {
     }
     print("GPU: \(session.summary)")
     let verifier = GPUVerifier(session: session, report: report)
-    for (index, c) in GPUVerifier.cases().enumerated() where filter.map({ "\(c.m)x\(c.k) \(c.pattern) \(c.epilogue)".contains($0) }) ?? true {
+    for (index, c) in GPUVerifier.cases().enumerated() where filter.map({ "\(c.m)x\(c.k) \(c.pattern) \(c.epilogue) \(c.tiling?.rawValue ?? "auto")".contains($0) }) ?? true {
       do {
         try verifier.run(c, seed: seed &+ UInt64(100_000 + index))
       } catch {

@@ -63,10 +63,22 @@ import Foundation
     for name in MoERouting.entryPoints {
       #expect(routing.contains("\n    \(name)(const samoyeds::routing::RoutingArgs args)"), "\(name) missing from moe_routing.cu")
     }
-    #expect(KernelLibrary.files.map(\.name) == ["dual_sparse_gemm.cu", "moe_routing.cu"])
+    #expect(KernelLibrary.files.map(\.name) == ["dual_sparse_gemm.cu", "moe_routing.cu", "dual_sparse_gemm_sm90.cu"])
+    #expect(KernelLibrary.files(for: "sm_80").map(\.name) == ["dual_sparse_gemm.cu", "moe_routing.cu"])
+    #expect(KernelLibrary.files(for: "sm_90a").count == 3)
+    // The Hopper family: one entry point per dtype, pattern and epilogue,
+    // each an extern "C" kernel made by SAMOYEDS_SM90 from a prefix the file names.
+    let (hopper, _) = try KernelLibrary.sources(of: "dual_sparse_gemm_sm90.cu")
+    for name in KernelLibrary.sm90EntryPoints {
+      let prefix = name.split(separator: "_").prefix(3).joined(separator: "_")
+      #expect(hopper.contains("SAMOYEDS_SM90_EPILOGUES(\(prefix),"), "\(name): no \(prefix) in dual_sparse_gemm_sm90.cu")
+    }
     // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32, rt2x2
-    // for 1:2); then logits (bf16, fp16), select, scan and scatter.
-    #expect(KernelLibrary.entryPoints.count == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2 + 5)
+    // for 1:2); then logits (bf16, fp16), select, scan and scatter; then sm90.
+    #expect(
+      KernelLibrary.entryPoints.count
+        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2 + 5
+        + 2 * PortableKernel.supportedPatterns.count * 4)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 

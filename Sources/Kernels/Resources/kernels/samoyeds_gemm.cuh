@@ -1,0 +1,314 @@
+// The parts of the dual-side sparse GEMM that every kernel family shares
+// (dual_sparse_gemm.cu: mma.sp, sm_80+; dual_sparse_gemm_sm90.cu: wgmma.sp,
+// sm_90a): the CTA's warp layout, the kernel arguments, the row-selection
+// fold, the epilogue tile and the split-k epilogue. Both families give each
+// warp 16 condensed rows per row tile with the m16n8 accumulator layout
+// (lane g = lane / 4 holds rows g and g + 8, tokens 8t + 2(lane % 4), +1),
+// so the fold and the epilogue are the same code.
+#pragma once
+
+#include "samoyeds_common.cuh"
+
+namespace samoyeds {
+
+// ---------------------------------------------------------------------------
+// Tile configuration
+// ---------------------------------------------------------------------------
+
+constexpr int kWarps = 8;              // warps per CTA
+constexpr int kThreads = kWarps * 32;  // threads per CTA
+constexpr int kTileRows = 16;          // condensed rows of one mma (M = 16)
+constexpr int kChunk = 32;             // logical k per mma.sp (k32)
+
+// Epilogue tile, reusing the pipeline's shared memory: f32 [BN][stride],
+// outRows = kWarps * RT * 16 * M / N output rows of the CTA.
+template <int RT, int BN, int N, int M>
+struct EpilogueLayout {
+  static constexpr int outRows = kWarps * RT * kTileRows * M / N;
+  // Row stride padded by 4 floats: the four token columns a quad writes
+  // land 8 banks apart instead of in one bank.
+  static constexpr int stride = outRows + 4;
+  static constexpr int bytes = BN * stride * 4;
+};
+
+// ---------------------------------------------------------------------------
+// Kernel arguments
+// ---------------------------------------------------------------------------
+
+struct WeightArgs {
+  const uint4* a;             // [rowTiles][chunks][32] fragments
+  const uint32_t* e;          // [rowTiles][chunkPairs][32] metadata words
+  const uint8_t* selection;   // [mc][vectors] canonical row selections
+  int mc;                     // condensed rows
+  int m;                      // output rows
+};
+
+struct GemmArgs {
+  WeightArgs w0;              // the weight (gate in the SiLU mode)
+  WeightArgs w1;              // up (SiLU mode only)
+  const uint16_t* x;          // hidden states [T, k] (bf16 or fp16 bits)
+  const int* rows;            // [count] token rows of X to read
+  const float* routeWeights;  // [count] routing weights (scale-add modes)
+  const int* slots;           // [count] output slots (deterministic mode)
+  int count;                  // routed token rows
+  int k;                      // input features
+  int vectorChunks;           // V / 32
+  int chunksPerSplit;         // chunks each split handles
+  int splits;                 // split-k factor (grid.z)
+  void* out;                  // see Epilogue
+  float* partial;             // [splits][2][count][m] f32 when splits > 1
+};
+
+enum Epilogue : int {
+  kStore = 0,         // out: bf16/fp16 [count][m]        Y[i, o]
+  kSiluMul = 1,       // out: bf16/fp16 [count][m]        SiLU(W0 x) * (W1 x)
+  kScaleAdd = 2,      // out: f32 [T][m], atomicAdd(out[rows[i], o], w_i * Y[i, o])
+  kScaleSlots = 3,    // out: f32 [T*topK][m], out[slots[i], o] = w_i * Y[i, o]
+};
+
+// The row selection of a warp's rows (g and g + 8 of each of its RT tiles),
+// folded into the accumulation without a second accumulator tile.
+//
+// The mma results (mma.sp or wgmma.sp) accumulate into one running total `acc` that is never
+// reset. A condensed row contributes, in vector v, to bank s_v (its
+// selection minus its offset in the group, 0 .. M - N). With T_v the total
+// after vector v, bank b must receive sum_v [s_v = b] (T_v - T_{v-1}), which
+// telescopes to
+//   sum_v ([s_v = b] - [s_{v+1} = b]) T_v        (s after the split = none),
+// one FMA per accumulator with a coefficient in {-1, 0, 1} at each vector's
+// end. Only banks 0 .. M-N-1 are kept; the last is the total minus them
+// (`finish`). Coefficients are per lane and register indices stay
+// compile-time constants (an `if (b == s)` lets the compiler index the
+// banks by `s`, which moves them to local memory). Selections are read two
+// vectors ahead of their use; the vector position is a counter, so the
+// per-chunk cost is one decrement and a branch.
+template <int N, int M, int RT, int NT>
+struct RowSelection {
+  static constexpr int kKept = M - N;  // banks held explicitly
+  int current[RT][2];
+  int upcoming[RT][2];
+  const uint8_t* base;  // selections of row g of the first tile; null for an inactive warp
+  int firstRow;
+  int rowsLeft;         // condensed rows from firstRow to the end
+  int vectors;
+  int vectorChunks;
+  int vector;           // vector of the chunk being accumulated
+  int untilFold;        // chunks left in it
+
+  // Bank of row (j, h) in vector v; 0 past the end (the fold then adds zeros).
+  __device__ __forceinline__ int bankAt(int j, int h, int v) const {
+    const int offset = j * kTileRows + 8 * h;
+    return (base != nullptr && offset < rowsLeft && v < vectors)
+               ? int(base[offset * vectors + v]) - (firstRow + offset) % N
+               : 0;
+  }
+
+  __device__ __forceinline__ void start(const WeightArgs& w, int rowTile, int lane, int firstChunk, int chunksPerVector,
+                                        int vectorCount, bool active) {
+    firstRow = rowTile * kTileRows + lane / 4;
+    rowsLeft = w.mc - firstRow;
+    vectors = vectorCount;
+    base = active ? w.selection + (size_t)firstRow * vectors : nullptr;
+    vectorChunks = chunksPerVector;
+    vector = firstChunk / vectorChunks;
+    untilFold = vectorChunks - firstChunk % vectorChunks;
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        current[j][h] = bankAt(j, h, vector);
+        upcoming[j][h] = bankAt(j, h, vector + 1);
+      }
+  }
+
+  // Whether `afterChunk(…, last)` folds (reads the running total).
+  __device__ __forceinline__ bool foldsAfterChunk(bool last) const { return untilFold == 1 || last; }
+
+  // After a chunk for which `foldsAfterChunk` is false (no fold, no read of the total).
+  __device__ __forceinline__ void skipChunk() { --untilFold; }
+
+  // After each chunk: fold at the end of a vector or of the split (`last`).
+  __device__ __forceinline__ void afterChunk(float (&bank)[kKept][RT][NT][4], const float (&acc)[RT][NT][4],
+                                             bool last) {
+    if (--untilFold == 0 || last) {
+      fold(bank, acc, last);
+      ++vector;
+      untilFold = vectorChunks;
+    }
+  }
+
+  // End of `vector` (or of the split when `last`).
+  __device__ __forceinline__ void fold(float (&bank)[kKept][RT][NT][4], const float (&acc)[RT][NT][4], bool last) {
+    int next[RT][2];
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) next[j][h] = last ? -1 : upcoming[j][h];
+#pragma unroll
+    for (int b = 0; b < kKept; ++b) {
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+        const float low = float(current[j][0] == b) - float(next[j][0] == b);
+        const float high = float(current[j][1] == b) - float(next[j][1] == b);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          bank[b][j][t][0] = fmaf(low, acc[j][t][0], bank[b][j][t][0]);
+          bank[b][j][t][1] = fmaf(low, acc[j][t][1], bank[b][j][t][1]);
+          bank[b][j][t][2] = fmaf(high, acc[j][t][2], bank[b][j][t][2]);
+          bank[b][j][t][3] = fmaf(high, acc[j][t][3], bank[b][j][t][3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        current[j][h] = next[j][h];
+        upcoming[j][h] = bankAt(j, h, vector + 2);
+      }
+  }
+
+  // acc becomes the last bank: the total minus the kept banks.
+  static __device__ __forceinline__ void finish(const float (&bank)[kKept][RT][NT][4], float (&acc)[RT][NT][4]) {
+#pragma unroll
+    for (int b = 0; b < kKept; ++b)
+#pragma unroll
+      for (int j = 0; j < RT; ++j)
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[j][t][q] -= bank[b][j][t][q];
+  }
+};
+
+// ---- epilogue: banks -> shared f32 tile [BN][stride] -> global ----
+// Shared by every tiling: the warps' banks (RT row tiles x BN tokens each)
+// go to a padded f32 tile in shared memory (reusing the pipeline's), then
+// consecutive threads write consecutive row pairs of one token. `rowBlock`
+// is the CTA's block of output rows, `split` its k-split (partials).
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
+__device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&bank)[M - N][RT][BN / 8][4],
+                                          const float (&lastBank)[RT][BN / 8][4], unsigned char* smem, bool warpActive, int rowBlock, int tokenBase,
+                                          int split) {
+  constexpr int BANKS = M - N + 1;
+  constexpr int NT = BN / 8;
+  constexpr int kRowsPerWarp = RT * kTileRows;
+  const bool silu = EPILOGUE == kSiluMul;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  using Tile = EpilogueLayout<RT, BN, N, M>;
+  constexpr int stride = Tile::stride;
+  float* tile = reinterpret_cast<float*>(smem);
+  // Warp-local output rows: condensed row r (0..16*RT-1 in the warp) of
+  // group r / N, bank b -> output row (r / N) * M + r % N + b of the warp's
+  // 16 * RT * M / N rows. With N = 1 every (token, row) of the tile gets
+  // exactly one value (zero from a bank never selected), so plain stores;
+  // with N > 1 two (row, bank) pairs can name one output row, so the tile is
+  // zeroed and the banks added with shared atomics.
+  if (N > 1) {
+    for (int i = threadIdx.x; i < BN * stride; i += kThreads) tile[i] = 0.f;
+    __syncthreads();
+  }
+  if (warpActive) {
+    const int warpOut = warp * kRowsPerWarp * M / N;
+#pragma unroll
+    for (int j = 0; j < RT; ++j) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = j * kTileRows + g + 8 * half;
+#pragma unroll
+        for (int b = 0; b < BANKS; ++b) {
+          const int o = warpOut + (r / N) * M + r % N + b;
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            const int n = t * 8 + (lane % 4) * 2;
+            const float v0 = b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half] : lastBank[j][t][2 * half];
+            const float v1 =
+                b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half + 1] : lastBank[j][t][2 * half + 1];
+            if (N == 1) {
+              tile[n * stride + o] = v0;
+              tile[(n + 1) * stride + o] = v1;
+            } else {
+              atomicAdd(&tile[n * stride + o], v0);
+              atomicAdd(&tile[(n + 1) * stride + o], v1);
+            }
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Tile -> global, two adjacent output rows per thread (m is a multiple of
+  // M >= 2, so pairs never straddle the end), consecutive threads on
+  // consecutive rows of one token.
+  constexpr int rowsPerWeightTile = (silu ? kWarps / 2 : kWarps) * kRowsPerWarp * M / N;
+  constexpr int pairsPerToken = rowsPerWeightTile / 2;
+  const int outBase = rowBlock * rowsPerWeightTile;
+  const int m = args.w0.m;
+  for (int idx = threadIdx.x; idx < BN * pairsPerToken; idx += kThreads) {
+    const int n = idx / pairsPerToken;
+    const int o = 2 * (idx % pairsPerToken);
+    const int token = tokenBase + n;
+    const int row = outBase + o;
+    if (token >= args.count || row >= m) continue;
+    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
+    if (args.splits > 1) {
+      // Split-k: plain f32 partials, reduced in order by splitEpilogue.
+      float* p = args.partial + ((size_t)split * 2 * args.count + token) * m + row;
+      *reinterpret_cast<float2*>(p) = v;
+      if (silu) {
+        *reinterpret_cast<float2*>(p + (size_t)args.count * m) =
+            *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      }
+      continue;
+    }
+    if (EPILOGUE == kStore) {
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, v.x, v.y);
+    } else if (EPILOGUE == kSiluMul) {
+      const float2 up = *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
+      storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, siluf(v.x) * up.x, siluf(v.y) * up.y);
+    } else if (EPILOGUE == kScaleAdd) {
+      const float w = args.routeWeights[token];
+      float* out = reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row;
+      atomicAdd(out, w * v.x);
+      atomicAdd(out + 1, w * v.y);
+    } else {
+      const float w = args.routeWeights[token];
+      *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + (size_t)args.slots[token] * m + row) =
+          make_float2(w * v.x, w * v.y);
+    }
+  }
+}
+
+// Split-k epilogue: sums the splits' partials in order (deterministic) and
+// applies the epilogue. One thread per (token, output row).
+template <typename T, int EPILOGUE>
+__device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
+  const int m = args.w0.m;
+  const size_t total = (size_t)args.count * m;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    const int token = int(idx / m);
+    const int row = int(idx % m);
+    float value = 0.f, up = 0.f;
+    for (int s = 0; s < args.splits; ++s) {
+      const float* p = args.partial + ((size_t)s * 2 * args.count + token) * m + row;
+      value += p[0];
+      if (EPILOGUE == kSiluMul) up += p[total];
+    }
+    if (EPILOGUE == kStore) {
+      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(value);
+    } else if (EPILOGUE == kSiluMul) {
+      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(siluf(value) * up);
+    } else if (EPILOGUE == kScaleAdd) {
+      atomicAdd(reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row,
+                args.routeWeights[token] * value);
+    } else {
+      reinterpret_cast<float*>(args.out)[(size_t)args.slots[token] * m + row] = args.routeWeights[token] * value;
+    }
+  }
+}
+
+
+}  // namespace samoyeds
