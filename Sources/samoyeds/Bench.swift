@@ -157,6 +157,21 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Also time the sparse kernel with every tiling forced.")
     var variants = true
 
+    @Option(help: "With variants: only these tilings, comma-separated (\(PortableKernel.Tiling.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var tilings: String?
+
+    /// The tilings timed forced.
+    func variantTilings() throws -> Set<PortableKernel.Tiling> {
+      guard variants else { return [] }
+      guard let tilings else { return Set(PortableKernel.Tiling.allCases) }
+      return Set(try tilings.split(separator: ",").map { name in
+        guard let tiling = PortableKernel.Tiling(rawValue: String(name)) else {
+          throw ValidationError("unknown tiling '\(name)'; known: \(PortableKernel.Tiling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return tiling
+      })
+    }
+
     @Option(help: "Time the expert projections of this (dense or Samoyeds) checkpoint's layer instead of random weights of --shapes.")
     var checkpoint: String?
 
@@ -166,6 +181,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
       if layer != nil && checkpoint == nil { throw ValidationError("--layer needs --checkpoint") }
       guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+      _ = try variantTilings()
     }
 
     func run() throws {
@@ -188,7 +204,7 @@ struct Bench: ParsableCommand {
           benches.append {
             try KernelBench(
               session: session, cublas: cublas, linears: stored.experts.map { $0[keyPath: projection] },
-              pattern: pattern, samples: samples, variants: variants)
+              pattern: pattern, samples: samples, variants: variantTilings())
           }
         }
       } else {
@@ -196,7 +212,7 @@ struct Bench: ParsableCommand {
           try pattern.checkApplicable(rows: m, columns: k)
           benches.append {
             try KernelBench(
-              session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples, variants: variants)
+              session: session, cublas: cublas, m: m, k: k, pattern: pattern, samples: samples, variants: variantTilings())
           }
         }
       }

@@ -19,23 +19,31 @@ struct KernelBenchRow: Codable {
   var sparseGBps: Double
   var denseGBps: Double
   var splits: Int
-  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2".
+  /// The tiling `PortableKernel.tiling` chose for the `sparse` column.
+  var tiling: String
+  /// Dense-equivalent TFLOP/s of the chosen tiling as a share of the sparse
+  /// tensor-core peak for this operand (nil off Hopper): the datasheet's
+  /// 1979 TFLOP/s counts 2:4 as 2x; the format's row selection doubles it
+  /// again, so a 25%-dense weight peaks at 3958 dense-equivalent TFLOP/s.
+  var shareOfSparsePeak: Double?
+  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2", "wgmma".
   var variantMilliseconds: [String: Double]
 
+  static let variantColumns = PortableKernel.Tiling.allCases.map(\.rawValue)
+
   static let header =
-    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  sparse TF/s  dense TF/s  sparse GB/s  splits    rt1 ms    rt2 ms   bn32 ms stream ms  rt2x2 ms"
+    "     m      k      T  sparse ms   dense ms  (gemm ms)   ratio  tiling  sparse TF/s  peak%  dense TF/s  sparse GB/s  splits"
+    + variantColumns.map { Fmt.right("\($0) ms", 10) }.joined()
 
   var line: String {
     Fmt.right("\(m)", 6) + " " + Fmt.right("\(k)", 6) + " " + Fmt.right("\(tokens)", 6) + " "
       + Fmt.right(Fmt.fixed(sparseMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(denseMilliseconds, 4), 10) + " "
       + Fmt.right(Fmt.fixed(denseGemmOnlyMilliseconds, 4), 10) + " " + Fmt.right(Fmt.fixed(ratio, 2) + "x", 7) + " "
-      + Fmt.right(Fmt.fixed(sparseTFLOPS, 1), 12) + " " + Fmt.right(Fmt.fixed(denseTFLOPS, 1), 11) + " "
-      + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7) + " "
-      + Fmt.right(variantMilliseconds["rt1"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["rt2"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["bn32"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["stream"].map { Fmt.fixed($0, 4) } ?? "-", 9) + " "
-      + Fmt.right(variantMilliseconds["rt2x2"].map { Fmt.fixed($0, 4) } ?? "-", 9)
+      + Fmt.right(tiling, 7) + " " + Fmt.right(Fmt.fixed(sparseTFLOPS, 1), 12) + " "
+      + Fmt.right(shareOfSparsePeak.map { Fmt.fixed(100 * $0, 1) } ?? "-", 6) + " "
+      + Fmt.right(Fmt.fixed(denseTFLOPS, 1), 11) + " "
+      + Fmt.right(Fmt.fixed(sparseGBps, 0), 12) + " " + Fmt.right("\(splits)", 7)
+      + Self.variantColumns.map { Fmt.right(variantMilliseconds[$0].map { Fmt.fixed($0, 4) } ?? "-", 10) }.joined()
   }
 }
 
@@ -56,10 +64,15 @@ final class KernelBench {
   let k: Int
   let pattern: SparsePattern
   let samples: Int
-  /// Whether to time every tiling too (not only the default choice).
-  let variants: Bool
+  /// The tilings also timed forced (besides the default choice).
+  let variants: Set<PortableKernel.Tiling>
   let sparseWeights: [GPUSparseWeight]
   let denseWeights: [DeviceBuffer]
+
+  /// Dense-equivalent peak for a 25%-dense weight in the format on H100/H200
+  /// SXM: 2 x the datasheet's 1979 TFLOP/s for 2:4 (the row selection
+  /// halves the work once more).
+  static let hopperSparsePeakTFLOPS = 2 * 1979.0
 
   /// Launches per timed sample (amortizes the host's launch cost).
   static let launchesPerSample = 10
@@ -68,7 +81,7 @@ final class KernelBench {
   /// `sparse[i]` and `dense[i]` (bf16 [m, k]) are the same weight.
   init(
     session: GPUSession, cublas: CublasLt, sparse: [GPUSparseWeight], dense: [DeviceBuffer], samples: Int,
-    variants: Bool = true
+    variants: Set<PortableKernel.Tiling> = Set(PortableKernel.Tiling.allCases)
   ) throws {
     guard let first = sparse.first, !dense.isEmpty else { throw ValidationError("no weights to time") }
     self.session = session
@@ -85,7 +98,7 @@ final class KernelBench {
   /// Random weights of one shape, copied so that one rotation exceeds the
   /// L2 cache several times.
   convenience init(
-    session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int, variants: Bool = true
+    session: GPUSession, cublas: CublasLt, m: Int, k: Int, pattern: SparsePattern, samples: Int, variants: Set<PortableKernel.Tiling> = Set(PortableKernel.Tiling.allCases)
   ) throws {
     let context = session.context
     var rng = SeededGenerator(seed: UInt64(m &* 131 &+ k &* 7))
@@ -112,7 +125,8 @@ final class KernelBench {
   /// baseline, the same weights densified — the real weights, rotated over
   /// the layer's experts.
   convenience init(
-    session: GPUSession, cublas: CublasLt, linears: [CPULinear], pattern: SparsePattern, samples: Int, variants: Bool
+    session: GPUSession, cublas: CublasLt, linears: [CPULinear], pattern: SparsePattern, samples: Int,
+    variants: Set<PortableKernel.Tiling>
   ) throws {
     let context = session.context
     var sparse: [GPUSparseWeight] = []
@@ -171,7 +185,7 @@ final class KernelBench {
     }
     let sparse = try timeSparse(nil)
     var variants: [String: Double] = [:]
-    for tiling in tilings where self.variants { variants[tiling.rawValue] = try timeSparse(tiling) }
+    for tiling in tilings where self.variants.contains(tiling) { variants[tiling.rawValue] = try timeSparse(tiling) }
     let denseGemm = try time {
       try plan.run(
         x: gathered.address, w: denseWeights[launch % denseWeights.count].address, y: denseOut.address, stream: stream)
@@ -191,7 +205,9 @@ final class KernelBench {
       m: m, k: k, tokens: tokens, sparseMilliseconds: sparse, denseMilliseconds: dense,
       denseGemmOnlyMilliseconds: denseGemm, ratio: dense / sparse, sparseTFLOPS: flops / sparse / 1e9,
       denseTFLOPS: flops / dense / 1e9, sparseGBps: sparseBytes / sparse / 1e6, denseGBps: denseMoved / dense / 1e6,
-      splits: splits, variantMilliseconds: variants)
+      splits: splits, tiling: chosen.rawValue,
+      shareOfSparsePeak: session.library.architecture == "sm_90a" ? flops / sparse / 1e9 / Self.hopperSparsePeakTFLOPS : nil,
+      variantMilliseconds: variants)
   }
 
   /// Median milliseconds per launch of `body` (CUDA events around batches).

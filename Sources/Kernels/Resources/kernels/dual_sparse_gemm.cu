@@ -262,7 +262,7 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   cpAsyncWait<0>();
   __syncthreads();
   selection.finish(bank, acc);
-  storeTile<T, N, M, RT, BN, EPILOGUE>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z);
+  storeTile<T, N, M, RT, BN, EPILOGUE>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z, threadIdx.x);
 }
 
 // ---------------------------------------------------------------------------
@@ -412,7 +412,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args) {
   cpAsyncWait<0>();
   __syncthreads();  // every warp is done with the token rows before the epilogue reuses them
   selection.finish(bank, acc);
-  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z);
+  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z, threadIdx.x);
 }
 
 }  // namespace samoyeds

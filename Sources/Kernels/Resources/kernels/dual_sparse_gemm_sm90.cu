@@ -199,28 +199,76 @@ template <> struct Wgmma<fp16, 128> {
   }
 };
 
+// ---- mbarrier (PTX ISA "Parallel Synchronization and Communication
+// Instructions: mbarrier"), CTA scope ----
+__device__ __forceinline__ void mbarrierInit(uint32_t barrier, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(barrier), "r"(count) : "memory");
+}
+// Whether the phase with parity `parity` has completed (try_wait may
+// suspend the thread for a while before answering no).
+__device__ __forceinline__ bool mbarrierTryWait(uint32_t barrier, int parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(barrier), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// Waits until the phase with parity `parity` has completed. A pipeline
+// that stops making progress for ~2^34 cycles (seconds) traps, so a bug
+// surfaces as a launch error instead of a hung process.
+__device__ __forceinline__ void mbarrierWait(uint32_t barrier, int parity) {
+  if (mbarrierTryWait(barrier, parity)) return;
+  const long long start = clock64();
+  while (!mbarrierTryWait(barrier, parity)) {
+    if (clock64() - start > (1ll << 34)) __trap();
+  }
+}
+__device__ __forceinline__ void mbarrierArrive(uint32_t barrier) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(barrier) : "memory");
+}
+
+constexpr int kProducerThreads = 128;                    // warpgroup 0
+constexpr int kCTAThreads = kProducerThreads + kThreads;  // + two consumer warpgroups
+constexpr int kConsumerBarrier = 1;                       // named barrier of the consumers
+
+// Where the stage barriers live: past both the ring and the epilogue tile.
+template <int BN, int N, int M>
+struct BarrierLayout {
+  static constexpr int ring = kStages * Stage<BN>::bytes;
+  static constexpr int tile = EpilogueLayout<1, BN, N, M>::bytes;
+  static constexpr int full = ((ring > tile ? ring : tile) + 7) / 8 * 8;  // kStages x 8 B
+  static constexpr int empty = full + kStages * 8;                        // kStages x 8 B
+  static constexpr int bytes = empty + kStages * 8;
+};
+
+// Warp-specialized CTA: warpgroup 0 produces (cp.async of weight fragments,
+// metadata and gathered token rows into the ring), warpgroups 1 and 2
+// consume (wgmma.sp, fold, epilogue). Stage s has two mbarriers: full[s]
+// (the 128 producer threads arrive once their copies of the stage landed)
+// and empty[s] (the 256 consumer threads arrive once their wgmmas on it
+// completed). Consumers are not tied to each other inside the loop, so one
+// warpgroup's fold overlaps the other's wgmmas.
 template <typename T, int N, int M, int BN, int EPILOGUE>
 __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;
   using L = Stage<BN>;
+  using B = BarrierLayout<BN, N, M>;
   extern __shared__ __align__(1024) unsigned char sharedRaw[];
   // SW128 atoms must start on 1024-byte boundaries (the host asks for 1 KB extra).
   const uint32_t rawAddress = (uint32_t)__cvta_generic_to_shared(sharedRaw);
   unsigned char* smem = sharedRaw + ((1024 - (rawAddress & 1023)) & 1023);
   const uint32_t smemAddress = (uint32_t)__cvta_generic_to_shared(smem);
+  const uint32_t fullBarrier = smemAddress + B::full;
+  const uint32_t emptyBarrier = smemAddress + B::empty;
 
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
   const bool silu = EPILOGUE == kSiluMul;
-  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
   const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
-  const int rowTile = blockIdx.x * warpsPerWeight + warp % warpsPerWeight;
-  // A warp past the weight's last row tile still takes part in every wgmma
-  // (they are warpgroup-wide) on zero-filled fragments; its rows are never stored.
-  const bool warpActive = rowTile < (w.mc + kTileRows - 1) / kTileRows;
   const int tokenBase = blockIdx.y * BN;
-
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // even
@@ -228,51 +276,106 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   const int myChunks = lastChunk - firstChunk;
   const int myStages = (myChunks + kStageChunks - 1) / kStageChunks;
 
-  // ---- producer plan: what this thread copies in every stage ----
-  // A: its own lane's fragments of its warp's row tile, the stage's 4 chunks
-  // (it reads back exactly what it copied). E: the 2 metadata words.
-  const uint4* aSource = w.a + (size_t)(warpActive ? rowTile : 0) * chunks * 32 + lane;
-  const uint32_t* eSource = w.e + (size_t)(warpActive ? rowTile : 0) * chunkPairs * 32 + lane;
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {
+      mbarrierInit(fullBarrier + 8 * s, kProducerThreads);
+      mbarrierInit(emptyBarrier + 8 * s, kThreads);
+    }
+  }
+  __syncthreads();
+
+  if (threadIdx.x < kProducerThreads) {
+    // ================= producer =================
+    const int p = threadIdx.x;
+    // A: for consumer warp j, lane p % 32 of chunk p / 32 of the stage.
+    const uint4* aSource[kWarps];
+    unsigned aValid = 0;  // bit j: warp j has rows
+#pragma unroll
+    for (int j = 0; j < kWarps; ++j) {
+      const WeightArgs& wt = (silu && j >= kWarps / 2) ? args.w1 : args.w0;
+      const int tile = blockIdx.x * warpsPerWeight + j % warpsPerWeight;
+      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
+      aValid |= unsigned(valid) << j;
+      aSource[j] = wt.a + ((size_t)(valid ? tile : 0) * chunks + firstChunk + p / 32) * 32 + p % 32;
+    }
+    const int aDestination = L::a + ((p / 32) * 32 + p % 32) * 16;  // + j * kStageChunks * 32 * 16
+    // E: words q = p + 128 jj: warp 2 jj + p / 64, pair (p / 32) % 2, lane p % 32.
+    const int ePair = (p / 32) % 2;
+    const uint32_t* eSource[kWarps / 2];
+#pragma unroll
+    for (int jj = 0; jj < kWarps / 2; ++jj) {
+      const int j = 2 * jj + p / 64;
+      const uint32_t* e = (silu && j >= kWarps / 2) ? args.w1.e : args.w0.e;
+      const int tile = blockIdx.x * warpsPerWeight + j % warpsPerWeight;
+      eSource[jj] = e + ((size_t)(((aValid >> j) & 1) ? tile : 0) * chunkPairs + firstChunk / 2 + ePair) * 32 + p % 32;
+    }
+    const int eDestination = L::e + ((p / 64) * 2 * 32 + ePair * 32 + p % 32) * 4;  // + jj * 4 * 32 * 4
+    // B: pieces p % 8 of both 128-byte halves (slabs) of token rows p / 8 + 16 r.
+    constexpr int kRowsPerThread = BN / 16;
+    uint32_t bOffset[kRowsPerThread];  // element offset of the row's piece in X
+    unsigned bValid = 0;
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      const int token = tokenBase + p / 8 + 16 * r;
+      const bool valid = token < args.count;
+      bValid |= unsigned(valid) << r;
+      bOffset[r] = uint32_t(valid ? args.rows[token] : 0) * uint32_t(args.k) + uint32_t(firstChunk * kChunk + (p % 8) * 8);
+    }
+    const int bDestination = L::b + (p / 8) * 128 + (((p % 8) ^ ((p / 8) % 8)) * 16);
+
+    for (int i = 0; i < myStages; ++i) {
+      const int s = i % kStages;
+      if (i >= kStages) mbarrierWait(emptyBarrier + 8 * s, ((i / kStages) + 1) & 1);
+      unsigned char* base = smem + s * L::bytes;
+      const int chunk0 = firstChunk + i * kStageChunks;
+      const bool aInSplit = chunk0 + p / 32 < lastChunk;
+#pragma unroll
+      for (int j = 0; j < kWarps; ++j) {
+        const bool valid = ((aValid >> j) & 1) && aInSplit;
+        cpAsync16(base + aDestination + j * kStageChunks * 32 * 16, aSource[j] + (valid ? i * kStageChunks * 32 : 0), valid);
+      }
+      const bool eInSplit = chunk0 + 2 * ePair < lastChunk;
+#pragma unroll
+      for (int jj = 0; jj < kWarps / 2; ++jj) {
+        const bool valid = ((aValid >> (2 * jj + p / 64)) & 1) && eInSplit;
+        cpAsync4(base + eDestination + jj * 4 * 32 * 4, eSource[jj] + (valid ? i * (kStageChunks / 2) * 32 : 0), valid);
+      }
+#pragma unroll
+      for (int slab = 0; slab < 2; ++slab) {
+        const bool inSplit = chunk0 + slab * 2 + (p % 8) / 4 < lastChunk;
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const bool valid = ((bValid >> r) & 1) && inSplit;
+          cpAsync16(base + bDestination + slab * L::slab + r * 16 * 128,
+                    args.x + (valid ? bOffset[r] + uint32_t(i * kStageChunks * kChunk + slab * 64) : 0u), valid);
+        }
+      }
+      cpAsyncCommit();
+      // Publish stage i - 2 (its copies have landed; two stages stay in flight).
+      if (i >= 2) {
+        cpAsyncWait<2>();
+        fenceProxyAsync();  // generic-proxy writes, read next by wgmma (async proxy)
+        mbarrierArrive(fullBarrier + 8 * ((i - 2) % kStages));
+      }
+    }
+    cpAsyncWait<0>();
+    fenceProxyAsync();
+    for (int i = max(0, myStages - 2); i < myStages; ++i) mbarrierArrive(fullBarrier + 8 * (i % kStages));
+    return;
+  }
+
+  // ================= consumers =================
+  const int thread = threadIdx.x - kProducerThreads;  // 0 .. kThreads - 1
+  const int warp = thread / 32;                        // consumer warp: warpgroup warp / 4, rows (warp % 4) * 16
+  const int lane = thread % 32;
+  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
+  const int rowTile = blockIdx.x * warpsPerWeight + warp % warpsPerWeight;
+  // A warp past the weight's last row tile still takes part in every wgmma
+  // (they are warpgroup-wide) on zero-filled fragments; its rows are never stored.
+  const bool warpActive = rowTile < (w.mc + kTileRows - 1) / kTileRows;
   const int aOffset = L::a + (warp * kStageChunks * 32 + lane) * 16;
   const int eOffset = L::e + (warp * (kStageChunks / 2) * 32 + lane) * 4;
-  // B: 16-byte piece `piece` (of the 16 per token row and stage) of token
-  // rows threadIdx.x / 16 + 16 j; 16 consecutive threads read one row's
-  // 256 contiguous bytes.
-  constexpr int kRowsPerPass = kThreads / 16;
-  constexpr int kPasses = BN / kRowsPerPass;
-  static_assert(BN % kRowsPerPass == 0, "whole passes of token rows");
-  const int piece = threadIdx.x % 16;
-  const uint16_t* bSource[kPasses];
-  bool bValid[kPasses];
-#pragma unroll
-  for (int j = 0; j < kPasses; ++j) {
-    const int token = tokenBase + threadIdx.x / 16 + j * kRowsPerPass;
-    bValid[j] = token < args.count;
-    bSource[j] = args.x + (size_t)(bValid[j] ? args.rows[token] : 0) * args.k + piece * 8;
-  }
-  const int firstRow = threadIdx.x / 16;  // rows firstRow + 16 j share (row % 8)
-  const int bOffset = L::b + (piece / 8) * L::slab + firstRow * 128 + (((piece % 8) ^ (firstRow % 8)) * 16);
-
-  // Stage `stage` <- chunks chunk0 .. chunk0 + 3 of the split (past its end: zeros).
-  auto loadStage = [&](int stage, int chunk0) {
-    unsigned char* base = smem + stage * L::bytes;
-#pragma unroll
-    for (int c = 0; c < kStageChunks; ++c) {
-      const bool inSplit = chunk0 + c < lastChunk;
-      cpAsync16(base + aOffset + c * 32 * 16, aSource + (size_t)(inSplit ? chunk0 + c : 0) * 32, warpActive && inSplit);
-    }
-#pragma unroll
-    for (int p = 0; p < kStageChunks / 2; ++p) {
-      const bool inSplit = chunk0 + 2 * p < lastChunk;
-      cpAsync4(base + eOffset + p * 32 * 4, eSource + (size_t)(inSplit ? chunk0 / 2 + p : 0) * 32, warpActive && inSplit);
-    }
-    const bool pieceInSplit = chunk0 + piece / 4 < lastChunk;
-#pragma unroll
-    for (int j = 0; j < kPasses; ++j) {
-      cpAsync16(base + bOffset + j * kRowsPerPass * 128, bSource[j] + (size_t)(pieceInSplit ? chunk0 : 0) * kChunk,
-                bValid[j] && pieceInSplit);
-    }
-  };
 
   float acc[1][NT][4];               // running total over the split (the wgmma accumulator)
   float bank[BANKS - 1][1][NT][4];   // banks 0 .. BANKS-2 (the last is acc minus them)
@@ -287,29 +390,17 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   RowSelection<N, M, 1, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < myStages) loadStage(s, firstChunk + s * kStageChunks);
-    cpAsyncCommit();
-  }
-
-  int readStage = 0;
-  int writeStage = kStages - 1;
   for (int i = 0; i < myStages; ++i) {
-    cpAsyncWait<kStages - 2>();
-    fenceProxyAsync();  // the landed token rows, before wgmma reads them
-    __syncthreads();    // ... and everyone else's; also: every wgmma of stage i - 1 is done
-    if (i + kStages - 1 < myStages) loadStage(writeStage, firstChunk + (i + kStages - 1) * kStageChunks);
-    cpAsyncCommit();
-
-    const unsigned char* base = smem + readStage * L::bytes;
+    const int s = i % kStages;
+    mbarrierWait(fullBarrier + 8 * s, (i / kStages) & 1);
+    const unsigned char* base = smem + s * L::bytes;
     uint4 a[kStageChunks];
     uint32_t e[kStageChunks / 2];
 #pragma unroll
     for (int c = 0; c < kStageChunks; ++c) a[c] = *reinterpret_cast<const uint4*>(base + aOffset + c * 32 * 16);
 #pragma unroll
-    for (int p = 0; p < kStageChunks / 2; ++p) e[p] = *reinterpret_cast<const uint32_t*>(base + eOffset + p * 32 * 4);
-    const uint64_t descriptor = sw128Descriptor(smemAddress + readStage * L::bytes + L::b);
+    for (int q = 0; q < kStageChunks / 2; ++q) e[q] = *reinterpret_cast<const uint32_t*>(base + eOffset + q * 32 * 4);
+    const uint64_t descriptor = sw128Descriptor(smemAddress + s * L::bytes + L::b);
     wgmmaFence();
     // Chunk C of the stage (a compile-time constant: the selector is an immediate).
     auto chunkStep = [&](auto constant) {
@@ -320,12 +411,20 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
         const uint64_t b = descriptor + (c / 2) * (L::slab >> 4) + (c % 2) * (64 >> 4);
         Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);
         const bool last = chunk == myChunks - 1;
-        if (selection.foldsAfterChunk(last)) {
-          // The fold reads the running total: only after the wgmma completed
-          // (lexically inside this branch, so ptxas sees no read in flight).
+        const bool stageEnd = c == kStageChunks - 1 || last;
+        const bool folds = selection.foldsAfterChunk(last);
+        if (stageEnd || folds) {
+          // Reads of the total (the fold) and the stage's release only after
+          // its wgmmas completed, lexically inside this branch so ptxas sees
+          // no accumulator read while a wgmma is in flight.
           wgmmaCommit();
           wgmmaWait<0>();
-          selection.afterChunk(bank, acc, last);
+          if (stageEnd) mbarrierArrive(emptyBarrier + 8 * s);
+          if (folds) {
+            selection.afterChunk(bank, acc, last);
+          } else {
+            selection.skipChunk();
+          }
         } else {
           selection.skipChunk();
         }
@@ -336,15 +435,12 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
     chunkStep(Int<1>{});
     chunkStep(Int<2>{});
     chunkStep(Int<3>{});
-    wgmmaCommit();
-    wgmmaWait<0>();  // stage i's buffers are free once every warpgroup passes the next barrier
-    writeStage = readStage;
-    readStage = readStage == kStages - 1 ? 0 : readStage + 1;
   }
-  cpAsyncWait<0>();
-  __syncthreads();
+  // Both consumer warpgroups are past every wgmma before the tile reuses the ring.
+  tileSync<kConsumerBarrier>();
   selection.finish(bank, acc);
-  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z);
+  storeTile<T, N, M, 1, BN, EPILOGUE, kConsumerBarrier>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase,
+                                                         blockIdx.z, thread);
 }
 
 }  // namespace sm90
@@ -356,7 +452,7 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
 // ---------------------------------------------------------------------------
 
 #define SAMOYEDS_SM90(NAME, T, N, M, BN, EPI)                                     \
-  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)             \
+  extern "C" __global__ void __launch_bounds__(samoyeds::sm90::kCTAThreads, 1)    \
       NAME##_sm90(const samoyeds::GemmArgs args) {                                \
     samoyeds::sm90::wgmmaGemm<T, N, M, BN, EPI>(args);                            \
   }

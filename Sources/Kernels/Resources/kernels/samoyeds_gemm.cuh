@@ -186,16 +186,30 @@ struct RowSelection {
 // go to a padded f32 tile in shared memory (reusing the pipeline's), then
 // consecutive threads write consecutive row pairs of one token. `rowBlock`
 // is the CTA's block of output rows, `split` its k-split (partials).
-template <typename T, int N, int M, int RT, int BN, int EPILOGUE>
+// Barrier of the kThreads threads that store a tile: __syncthreads() when
+// they are the whole CTA (BARRIER = 0), else named barrier BARRIER (the
+// Hopper kernel's two consumer warpgroups, without its producer).
+template <int BARRIER>
+__device__ __forceinline__ void tileSync() {
+  if (BARRIER == 0) {
+    __syncthreads();
+  } else {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(BARRIER), "n"(kThreads) : "memory");
+  }
+}
+
+// `thread` is the caller's index among the kThreads storing threads (warp
+// thread / 32 owns the warp's row tiles).
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE, int BARRIER = 0>
 __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&bank)[M - N][RT][BN / 8][4],
                                           const float (&lastBank)[RT][BN / 8][4], unsigned char* smem, bool warpActive, int rowBlock, int tokenBase,
-                                          int split) {
+                                          int split, int thread) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;
   constexpr int kRowsPerWarp = RT * kTileRows;
   const bool silu = EPILOGUE == kSiluMul;
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+  const int warp = thread / 32;
+  const int lane = thread % 32;
   const int g = lane / 4;
   using Tile = EpilogueLayout<RT, BN, N, M>;
   constexpr int stride = Tile::stride;
@@ -207,8 +221,8 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   // with N > 1 two (row, bank) pairs can name one output row, so the tile is
   // zeroed and the banks added with shared atomics.
   if (N > 1) {
-    for (int i = threadIdx.x; i < BN * stride; i += kThreads) tile[i] = 0.f;
-    __syncthreads();
+    for (int i = thread; i < BN * stride; i += kThreads) tile[i] = 0.f;
+    tileSync<BARRIER>();
   }
   if (warpActive) {
     const int warpOut = warp * kRowsPerWarp * M / N;
@@ -238,7 +252,7 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
       }
     }
   }
-  __syncthreads();
+  tileSync<BARRIER>();
 
   // Tile -> global, two adjacent output rows per thread (m is a multiple of
   // M >= 2, so pairs never straddle the end), consecutive threads on
@@ -247,7 +261,7 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   constexpr int pairsPerToken = rowsPerWeightTile / 2;
   const int outBase = rowBlock * rowsPerWeightTile;
   const int m = args.w0.m;
-  for (int idx = threadIdx.x; idx < BN * pairsPerToken; idx += kThreads) {
+  for (int idx = thread; idx < BN * pairsPerToken; idx += kThreads) {
     const int n = idx / pairsPerToken;
     const int o = 2 * (idx % pairsPerToken);
     const int token = tokenBase + n;
