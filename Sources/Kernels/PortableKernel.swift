@@ -256,14 +256,16 @@ public enum PortableKernel {
   ///
   /// A tiling that is not instantiated for the pattern (bn32 and rt2x2:
   /// 1:2 only) or does not fit the device falls back to rt2, then rt1. On
-  /// sm_90a, `wgmma` replaces the table above 64 tokens (256 for small
+  /// sm_90a, `wgmma` replaces the table above 32 tokens (256 for small
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
-    // Hopper: the wgmma kernel from 65 tokens (128-token tiles), from 257 for
-    // small weights (H200 run: 1408x2048 at T = 256 stream 0.017 ms, wgmma 0.020).
-    if a.count > (small ? 256 : 64) && isAvailable(.wgmma, a, context: context) { return .wgmma }
+    // Hopper: the wgmma kernel from 33 tokens for large weights, from 257 for
+    // small ones (H200, docs/bench/hopper-kernel-h200.txt: 14336x4096 at
+    // T = 64 wgmma 0.030 ms, bn32 0.040; at T = 16 stream 0.020, wgmma 0.026;
+    // 1408x2048 at T = 256 stream 0.0175, wgmma 0.020).
+    if a.count > (small ? 256 : 32) && isAvailable(.wgmma, a, context: context) { return .wgmma }
     let tall = a.weight.rows >= a.weight.columns
     let preferred: Tiling
     switch a.count {
