@@ -97,6 +97,8 @@ public final class KernelLibrary: @unchecked Sendable {
       modules.append(module)
       cached = cached && hit
     }
+    // The tuned tilings, if `samoyeds tune` wrote any (a damaged file is an error naming it).
+    KernelTuning.activate(try KernelTuning.load(path: KernelTuning.defaultPath))
     self.context = context
     self.modules = modules
     self.functions = functions

@@ -244,8 +244,10 @@ public enum PortableKernel {
     return warps
   }
 
-  /// The tiling `run` uses: the forced one, else the fastest measured for
-  /// the shape class and token count on an H200 (`samoyeds bench kernel`
+  /// The tiling `run` uses: the forced one, else the active tuning table's
+  /// choice for this device, dtype, pattern, shape and token bucket
+  /// (`KernelTuning`, written by `samoyeds tune`), else the fastest measured
+  /// for the shape class and token count on an H200 (`samoyeds bench kernel`
   /// times every tiling side by side; docs/bench/portable-kernel-h200.txt):
   ///
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
@@ -260,6 +262,11 @@ public enum PortableKernel {
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
+    if let tuned = KernelTuning.active.tiling(for: tuningKey(a, context: context)),
+      isAvailable(tuned, a, context: context)
+    {
+      return tuned
+    }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
     // Hopper: the wgmma kernel from 33 tokens for large weights, from 257 for
     // small ones (H200, docs/bench/hopper-kernel-h200.txt: 14336x4096 at
@@ -277,6 +284,13 @@ public enum PortableKernel {
     }
     for candidate in [preferred, .rt2, .rt1] where isAvailable(candidate, a, context: context) { return candidate }
     return .rt1
+  }
+
+  /// The key of `a` in a tuning table (`KernelTuning`).
+  public static func tuningKey(_ a: Arguments, context: CUDAContext) -> KernelTuning.Key {
+    KernelTuning.Key(
+      device: context.name, architecture: context.architecture, dtype: "\(a.weight.dtype)",
+      pattern: a.weight.pattern.description, m: a.weight.rows, k: a.weight.columns, tokens: a.count)
   }
 
   /// Throws `invalidArgument` naming the first thing the kernel cannot do.

@@ -339,3 +339,57 @@ import Foundation
     }
   }
 }
+
+/// The tuning table: buckets, lookup, replacement, and the file (no device needed).
+@Suite struct TuningTable {
+  static func key(tokens: Int, m: Int = 14336, device: String = "NVIDIA H200") -> KernelTuning.Key {
+    KernelTuning.Key(device: device, architecture: "sm_90a", dtype: "bf16", pattern: "1:2:128", m: m, k: 4096, tokens: tokens)
+  }
+
+  @Test func bucketsArePowersOfTwo() {
+    #expect([0, 1, 2, 3, 64, 65, 1000, 1024, 16384].map(KernelTuning.bucket) == [1, 1, 2, 4, 64, 128, 1024, 1024, 16384])
+  }
+
+  @Test func lookupTakesTheBucketThenTheNearestTunedOne() {
+    var table = KernelTuning()
+    table.record(.init(key: Self.key(tokens: 16), tiling: "stream", milliseconds: ["stream": 0.02]))
+    table.record(.init(key: Self.key(tokens: 64), tiling: "wgmma", milliseconds: ["wgmma": 0.03]))
+    table.record(.init(key: Self.key(tokens: 1024), tiling: "rt2x2", milliseconds: ["rt2x2": 0.2]))
+    #expect(table.tiling(for: Self.key(tokens: 9)) == .stream)     // bucket 16
+    #expect(table.tiling(for: Self.key(tokens: 48)) == .wgmma)     // bucket 64
+    #expect(table.tiling(for: Self.key(tokens: 1)) == .stream)     // nearest: 16
+    #expect(table.tiling(for: Self.key(tokens: 256)) == .rt2x2)    // 64 and 1024 are both 2 steps: the larger
+    #expect(table.tiling(for: Self.key(tokens: 100_000)) == .rt2x2)
+    #expect(table.tiling(for: Self.key(tokens: 64, m: 4096)) == nil)  // another shape: untuned
+    #expect(table.tiling(for: Self.key(tokens: 64, device: "NVIDIA H100")) == nil)
+    // Same key again: replaced, not duplicated.
+    table.record(.init(key: Self.key(tokens: 64), tiling: "rt1", milliseconds: ["rt1": 0.025]))
+    #expect(table.entries.count == 3)
+    #expect(table.tiling(for: Self.key(tokens: 64)) == .rt1)
+    // A tiling this build does not know: ignored (the built-in choice applies).
+    table.record(.init(key: Self.key(tokens: 4096), tiling: "future", milliseconds: [:]))
+    #expect(table.tiling(for: Self.key(tokens: 4096)) == nil)
+  }
+
+  @Test func fileRoundTripAndBadFiles() throws {
+    let folder = FileManager.default.temporaryDirectory.path + "/samoyeds-tuning-\(UInt64.random(in: 0...UInt64.max))"
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let path = folder + "/sub/tuning.json"
+    #expect(try KernelTuning.load(path: path) == KernelTuning())  // missing: empty
+    var table = KernelTuning()
+    table.record(.init(key: Self.key(tokens: 1024), tiling: "wgmma", milliseconds: ["wgmma": 0.139, "rt2x2": 0.292]))
+    try table.write(to: path)
+    #expect(try KernelTuning.load(path: path) == table)
+    for (contents, expected) in [
+      ("{\"version\": 1, \"entr", "not a Samoyeds tuning table"),
+      ("{\"version\": 7, \"entries\": []}", "format version 7"),
+    ] {
+      try Data(contents.utf8).write(to: URL(fileURLWithPath: path))
+      #expect {
+        try KernelTuning.load(path: path)
+      } throws: { error in
+        "\(error)".contains(path) && "\(error)".contains(expected)
+      }
+    }
+  }
+}
