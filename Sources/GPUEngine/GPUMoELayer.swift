@@ -291,17 +291,15 @@ public final class GPUMoELayer {
     if let scratch, scratch.tokens == tokens { return scratch }
     scratch = nil  // free the old buffers before allocating new ones
     let context = session.context
-    let hidden = config.hiddenSize
-    let ffn = max(config.expertIntermediateSize, config.sharedExpert?.intermediateSize ?? 0)
+    // The sizes `LayerMemory` reports (samoyeds memory), by construction.
+    let sizes = LayerMemory.scratchSizes(config, tokens: tokens, shared: shared != nil)
     let made = Scratch(
       tokens: tokens,
-      x: try DeviceBuffer(context: context, byteCount: tokens * hidden * 2),
-      indices: try DeviceBuffer(
-        context: context,
-        byteCount: IndexUpload.wordCapacity(tokens: tokens, topK: config.topK, shared: shared != nil) * 4),
-      intermediate: try DeviceBuffer(context: context, byteCount: tokens * ffn * 2),
-      slots: try DeviceBuffer(context: context, byteCount: tokens * config.topK * hidden * 4),
-      out: try DeviceBuffer(context: context, byteCount: tokens * hidden * 4))
+      x: try DeviceBuffer(context: context, byteCount: sizes.x),
+      indices: try DeviceBuffer(context: context, byteCount: sizes.indices),
+      intermediate: try DeviceBuffer(context: context, byteCount: sizes.intermediate),
+      slots: try DeviceBuffer(context: context, byteCount: sizes.slots),
+      out: try DeviceBuffer(context: context, byteCount: sizes.out))
     scratch = made
     return made
   }

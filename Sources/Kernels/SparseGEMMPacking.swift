@@ -46,6 +46,16 @@ public struct PackedSparseWeight: Sendable {
   public static let tileRows = 16
   public static let chunkColumns = 32
 
+  /// Device bytes of an m × k weight in `pattern` once packed (fragments +
+  /// metadata + row selections), without packing it — what
+  /// `GPUSparseWeight.deviceBytes` will be. m must be a multiple of M.
+  public static func deviceBytes(rows: Int, columns: Int, pattern: SparsePattern) -> Int {
+    let condensed = rows / pattern.groupRows * pattern.keptRows
+    let tiles = (condensed + tileRows - 1) / tileRows
+    let chunks = columns / chunkColumns
+    return tiles * chunks * 32 * 16 + tiles * ((chunks + 1) / 2) * 32 * 4 + condensed * (columns / pattern.vectorLength)
+  }
+
   public var rowTiles: Int { (condensedRows + Self.tileRows - 1) / Self.tileRows }
   public var chunks: Int { columns / Self.chunkColumns }
   public var chunkPairs: Int { (chunks + 1) / 2 }

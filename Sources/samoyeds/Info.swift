@@ -49,8 +49,9 @@ struct Info: ParsableCommand {
     }
     print("engines")
     print("  CPU reference engine: available")
-    print("  GPU kernels: portable dual-sparse GEMM (mma.sp, sm_80+), compiled at run time by NVRTC; `samoyeds verify` checks them")
-    print("  GPU MoE layer: not in this build yet (issue #5); `demo` runs the layer on the CPU")
+    print("  GPU kernels: dual-sparse GEMM, portable (mma.sp, sm_80+) and Hopper (wgmma.sp, sm_90a), compiled at run time by NVRTC; `samoyeds verify` checks them")
+    print("  GPU MoE layer: v0 (per-expert launches; router on the host or the GPU); `demo` runs it beside the CPU engine when a GPU is usable")
+    print("  tuning table: \(KernelTuning.defaultPath) (`samoyeds tune` writes it)")
     print("  kernel sources: \(KernelSource.searchPath.joined(separator: ", "))")
     print("  kernel cache: \(KernelCache.folder)")
     if presets {

@@ -233,3 +233,69 @@ import SamoyedsModel
     }
   }
 }
+
+/// `LayerMemory` (samoyeds memory) against what the layer really packs and
+/// allocates, and the budget search. No GPU needed.
+@Suite struct LayerMemoryModel {
+  static func bytes(_ w: PackedSparseWeight) -> Int { w.fragments.count * 4 + w.metadata.count * 4 + w.selection.count }
+
+  /// The size formula is the packing's, for odd shapes and every pattern.
+  @Test(arguments: ["1:2:128", "1:4:64", "2:4:32", "1:8:32", "1:2:32"])
+  func packedSizeFormula(pattern text: String) throws {
+    let pattern = try SparsePattern(parsing: text)
+    var rng = SeededGenerator(seed: 77)
+    for (m, k) in [(pattern.groupRows * 3, 256), (pattern.groupRows * 17, 512), (2 * pattern.groupRows * 40, 128)] {
+      let dense = rng.normalMatrix(rows: m, columns: k)
+      let packed = HalfBits.packed(try SparseMatrix<Float>.prune(dense, pattern: pattern), .bf16)
+      #expect(PackedSparseWeight.deviceBytes(rows: m, columns: k, pattern: pattern) == Self.bytes(packed), "\(m)x\(k) \(text)")
+    }
+  }
+
+  /// Weight bytes = the layer's packed experts + the f32 router (+ shared gate), for every mini family.
+  @Test(arguments: Presets.mini.map(\.name))
+  func weightBytesAreWhatTheLayerPacks(preset: String) throws {
+    let config = try Presets.named(preset)
+    let pattern = SparsePattern.default
+    let weights = try DenseMoEWeights.random(config: config, seed: 5).pruned(pattern: pattern, storage: .bf16).sparse
+    let packed = try GPUMoELayer.pack(weights, dtype: .bf16)
+    let experts = (packed.experts + (packed.shared.map { [$0] } ?? [])).reduce(0) {
+      $0 + Self.bytes($1.gate) + Self.bytes($1.up) + Self.bytes($1.down)
+    }
+    let extra = config.numExperts * config.hiddenSize * 4 + (config.sharedExpert != nil ? config.hiddenSize * 4 : 0)
+    #expect(LayerMemory.weightBytes(config, pattern: pattern) == experts + extra)
+    // Dense bf16: 3 projections per expert.
+    let denseExperts = config.numExperts * 3 * config.expertIntermediateSize * config.hiddenSize * 2
+      + (config.sharedExpert.map { 3 * $0.intermediateSize * config.hiddenSize * 2 } ?? 0)
+    #expect(LayerMemory.weightBytes(config, pattern: nil) == denseExperts + extra)
+  }
+
+  /// No buffer grows with experts × T: scratch is linear in T with a slope
+  /// independent of the expert count.
+  @Test func scratchDoesNotScaleWithExperts() throws {
+    var config = try Presets.named("qwen3-moe-mini")
+    let slope = LayerMemory.scratchBytes(config, tokens: 1001) - LayerMemory.scratchBytes(config, tokens: 1000)
+    config.numExperts *= 8
+    #expect(LayerMemory.scratchBytes(config, tokens: 1001) - LayerMemory.scratchBytes(config, tokens: 1000) == slope)
+    #expect(LayerMemory.scratchBytes(config, tokens: 0) == (config.numExperts + 1) * 4)
+  }
+
+  /// The largest T fits and T + 1 does not; weights that do not fit give 0.
+  @Test func largestTokensIsTheEdgeOfTheBudget() throws {
+    let config = try Presets.named("mixtral-8x7b")
+    for pattern in [nil, SparsePattern.default] as [SparsePattern?] {
+      for budgetGiB in [30, 80, 141] {
+        let budget = budgetGiB << 30
+        let t = LayerMemory.largestTokens(config, pattern: pattern, layers: 32, budget: budget)
+        if t == 0 {
+          #expect(LayerMemory.totalBytes(config, pattern: pattern, layers: 32, tokens: 1) > budget)
+        } else {
+          #expect(LayerMemory.totalBytes(config, pattern: pattern, layers: 32, tokens: t) <= budget)
+          #expect(LayerMemory.totalBytes(config, pattern: pattern, layers: 32, tokens: t + 1) > budget)
+        }
+      }
+    }
+    // 84 GiB of dense Mixtral experts do not fit 80 GiB; the sparse ones (28%) do.
+    #expect(LayerMemory.largestTokens(config, pattern: nil, layers: 32, budget: 80 << 30) == 0)
+    #expect(LayerMemory.largestTokens(config, pattern: .default, layers: 32, budget: 80 << 30) > 0)
+  }
+}
