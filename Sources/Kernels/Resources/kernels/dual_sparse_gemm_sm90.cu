@@ -6,20 +6,23 @@
 // epilogues and split-k as dual_sparse_gemm.cu (shared through
 // samoyeds_gemm.cuh); what differs is the main loop:
 //
-// * The CTA is two warpgroups (8 warps). Warpgroup c owns condensed rows
-//   64c .. 64c+63 of the CTA's 128 (in the SiLU mode warpgroup 0 runs the
-//   gate and warpgroup 1 the up weight on the same 64 rows) and all BN tokens.
-// * Each k32 chunk is one wgmma.mma_async.sp.m64nBNk32 per warpgroup. The
-//   sparse weight is the A operand, from registers: the portable packing's
-//   per-lane fragments are exactly wgmma's register fragment of the warp's
-//   16 rows, and its metadata words (one per chunk pair, selector 0 for even
-//   chunks, 1 for odd) are wgmma.sp's per-warp metadata.
+// * The CTA is three warpgroups: warpgroup 0 produces, warpgroups 1 and 2
+//   consume. Consumer warpgroup c owns condensed rows 64c .. 64c+63 of the
+//   CTA's 128 (in the SiLU mode the first runs the gate and the second the
+//   up weight on the same 64 rows) and all BN tokens.
+// * Each k32 chunk is one wgmma.mma_async.sp.m64nBNk32 per consumer
+//   warpgroup. The sparse weight is the A operand, from registers: the
+//   portable packing's per-lane fragments are exactly wgmma's register
+//   fragment of the warp's 16 rows, and its metadata words (one per chunk
+//   pair, selector 0 for even chunks, 1 for odd) are wgmma.sp's per-warp
+//   metadata.
 // * The token rows are the B operand, from shared memory through a matrix
-//   descriptor: the producer (every thread, cp.async) gathers X[rows[n], k]
-//   directly into the 128-byte-swizzled K-major layout wgmma reads (no
-//   gathered copy in global memory, no ldmatrix through registers).
+//   descriptor: the producer gathers X[rows[n], k] with cp.async directly
+//   into the 128-byte-swizzled K-major layout wgmma reads (no gathered copy
+//   in global memory, no ldmatrix through registers).
 // * A stage is four chunks (k128): A fragments, metadata and two B slabs of
-//   [BN tokens][64 k]; a four-stage cp.async ring, one barrier per stage.
+//   [BN tokens][64 k]; four stages in a ring, each with a full and an empty
+//   mbarrier, so the consumers wait only for data, never for each other.
 // * The row selection is folded at each vector's end, after wgmma.wait_group
 //   0 (the fold reads the running total), exactly as in the portable kernel.
 //
@@ -85,119 +88,75 @@ struct Int {
   static constexpr int value = V;
 };
 
-template <> struct Wgmma<bf16, 32> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[4][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %22, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n32k32.f32.bf16.bf16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-        "}, {%16, %17, %18, %19}, %20, %21, %23, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
+// One specialization per token tile, instantiated for bf16 and fp16.
+#define SAMOYEDS_WGMMA_SP_N32(TYPE, PTX)                                                                                          \
+template <> struct Wgmma<TYPE, 32> {                                                                                              \
+  template <int SEL>                                                                                                              \
+  static __device__ __forceinline__ void run(float (&d)[4][4], const uint4& a, uint64_t b, uint32_t e) {                          \
+    asm volatile(                                                                                                                 \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %22, 0;\n"                                                                              \
+        "wgmma.mma_async.sp.sync.aligned.m64n32k32.f32." PTX "." PTX " "                                                          \
+        "{"                                                                                                                       \
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"                                                    \
+        "}, {%16, %17, %18, %19}, %20, %21, %23, p, 1, 1, 0;\n}\n"                                                                \
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])  \
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));                                              \
+  }                                                                                                                               \
 };
 
-template <> struct Wgmma<fp16, 32> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[4][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %22, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n32k32.f32.f16.f16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-        "}, {%16, %17, %18, %19}, %20, %21, %23, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
+SAMOYEDS_WGMMA_SP_N32(bf16, "bf16")
+SAMOYEDS_WGMMA_SP_N32(fp16, "f16")
+
+#define SAMOYEDS_WGMMA_SP_N64(TYPE, PTX)                                                                                          \
+template <> struct Wgmma<TYPE, 64> {                                                                                              \
+  template <int SEL>                                                                                                              \
+  static __device__ __forceinline__ void run(float (&d)[8][4], const uint4& a, uint64_t b, uint32_t e) {                          \
+    asm volatile(                                                                                                                 \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"                                                                              \
+        "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32." PTX "." PTX " "                                                          \
+        "{"                                                                                                                       \
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                                                   \
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"                                          \
+        "}, {%32, %33, %34, %35}, %36, %37, %39, p, 1, 1, 0;\n}\n"                                                                \
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])  \
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));                                              \
+  }                                                                                                                               \
 };
 
-template <> struct Wgmma<bf16, 64> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[8][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.bf16.bf16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-        "}, {%32, %33, %34, %35}, %36, %37, %39, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
+SAMOYEDS_WGMMA_SP_N64(bf16, "bf16")
+SAMOYEDS_WGMMA_SP_N64(fp16, "f16")
+
+#define SAMOYEDS_WGMMA_SP_N128(TYPE, PTX)                                                                                                 \
+template <> struct Wgmma<TYPE, 128> {                                                                                                     \
+  template <int SEL>                                                                                                                      \
+  static __device__ __forceinline__ void run(float (&d)[16][4], const uint4& a, uint64_t b, uint32_t e) {                                 \
+    asm volatile(                                                                                                                         \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"                                                                                      \
+        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32." PTX "." PTX " "                                                                 \
+        "{"                                                                                                                               \
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                                                           \
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"                                                 \
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"                                                 \
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"                                                  \
+        "}, {%64, %65, %66, %67}, %68, %69, %71, p, 1, 1, 0;\n}\n"                                                                        \
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),         \
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),         \
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),         \
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),         \
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),         \
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])  \
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));                                                      \
+  }                                                                                                                                       \
 };
 
-template <> struct Wgmma<fp16, 64> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[8][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.f16.f16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-        "}, {%32, %33, %34, %35}, %36, %37, %39, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
-};
-
-template <> struct Wgmma<bf16, 128> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[16][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-        "}, {%64, %65, %66, %67}, %68, %69, %71, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
-};
-
-template <> struct Wgmma<fp16, 128> {
-  template <int SEL>
-  static __device__ __forceinline__ void run(float (&d)[16][4], const uint4& a, uint64_t b, uint32_t e) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 "
-        "{" 
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-        "}, {%64, %65, %66, %67}, %68, %69, %71, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(e), "r"(1), "n"(SEL));
-  }
-};
+SAMOYEDS_WGMMA_SP_N128(bf16, "bf16")
+SAMOYEDS_WGMMA_SP_N128(fp16, "f16")
 
 // ---- mbarrier (PTX ISA "Parallel Synchronization and Communication
 // Instructions: mbarrier"), CTA scope ----
