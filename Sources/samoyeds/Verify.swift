@@ -26,6 +26,11 @@ struct Verify: ParsableCommand {
   @Flag(help: "Check only the CPU engine (exit 0 when it passes).")
   var cpuOnly = false
 
+  @Flag(
+    inversion: .prefixedNo,
+    help: "Also compare the GPU layer with each family's transformers block (bench/baselines/compare_hf.py; needs python3 with torch and transformers, else skipped).")
+  var transformers = true
+
   @Option(help: "Base random seed (printed per case).")
   var seed: UInt64 = 2025
 
@@ -115,6 +120,16 @@ struct Verify: ParsableCommand {
     }
     runEach(GPUVerifier.routerCases(), seedBase: 300_000, tolerance: 1e-5, \.description, verifier.runRouter)
     runEach(GPUVerifier.layerCases(), seedBase: 200_000, tolerance: 1e-2, \.description, verifier.runLayer)
+    if transformers {
+      switch GPUVerifier.transformersReference() {
+      case .success(let script):
+        runEach(GPUVerifier.transformersCases(), seedBase: 400_000, tolerance: 1e-2, \.description) { c, s in
+          try verifier.runTransformers(c, seed: s, script: script)
+        }
+      case .failure(let reason):
+        print("skip  gpu moe layer vs transformers: \(reason)")
+      }
+    }
     print("")
     print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels, GPU router and GPU MoE layer)")
     if failures > 0 { throw ExitCode(1) }
