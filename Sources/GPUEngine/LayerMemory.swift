@@ -13,6 +13,19 @@ import SamoyedsModel
 /// No buffer is sized by experts × T: the slots are [T·topK, hidden] and
 /// the intermediate [T, ffn] (reused expert after expert).
 public enum LayerMemory {
+  /// a · b, or Int.max when that overflows (configurations can describe
+  /// more bytes than an Int holds; the answer is then "does not fit").
+  public static func product(_ a: Int, _ b: Int) -> Int {
+    let (value, overflow) = a.multipliedReportingOverflow(by: b)
+    return overflow ? Int.max : value
+  }
+
+  /// a + b, or Int.max when that overflows.
+  public static func sum(_ a: Int, _ b: Int) -> Int {
+    let (value, overflow) = a.addingReportingOverflow(b)
+    return overflow ? Int.max : value
+  }
+
   /// The buffers `GPUMoELayer` allocates for a forward of T tokens (16-bit
   /// x and intermediate), in bytes.
   public struct ScratchSizes: Sendable, Equatable {
@@ -66,9 +79,9 @@ public enum LayerMemory {
       return 2 * PackedSparseWeight.deviceBytes(rows: ffn, columns: hidden, pattern: pattern)
         + PackedSparseWeight.deviceBytes(rows: hidden, columns: ffn, pattern: pattern)
     }
-    var bytes = config.numExperts * expert(config.expertIntermediateSize) + config.numExperts * config.hiddenSize * 4
+    var bytes = sum(product(config.numExperts, expert(config.expertIntermediateSize)), config.numExperts * config.hiddenSize * 4)
     if let shared = config.sharedExpert {
-      bytes += expert(shared.intermediateSize) + config.hiddenSize * 4
+      bytes = sum(bytes, expert(shared.intermediateSize) + config.hiddenSize * 4)
     }
     return bytes
   }
@@ -90,8 +103,9 @@ public enum LayerMemory {
   public static func totalBytes(
     _ config: MoEConfig, pattern: SparsePattern?, layers: Int, tokens: Int, extraPerToken: Int = 0
   ) -> Int {
-    layers * weightBytes(config, pattern: pattern) + splitAllowance(config, pattern: pattern)
-      + scratchBytes(config, tokens: tokens) + tokens * extraPerToken
+    sum(
+      sum(product(layers, weightBytes(config, pattern: pattern)), splitAllowance(config, pattern: pattern)),
+      sum(scratchBytes(config, tokens: tokens), product(tokens, extraPerToken)))
   }
 
   /// The most tokens one forward can take within `budget` bytes (0 when

@@ -88,12 +88,14 @@ struct Memory: ParsableCommand {
       try pattern.checkApplicable(rows: hidden, columns: shared.intermediateSize)
     }
     let layers = model.moeLayerIndices.count
-    let dense = LayerMemory.weightBytes(model, pattern: nil)
-    let sparse = LayerMemory.weightBytes(model, pattern: pattern)
+    let dense = LayerMemory.product(layers, LayerMemory.weightBytes(model, pattern: nil))
+    let sparse = LayerMemory.product(layers, LayerMemory.weightBytes(model, pattern: pattern))
     // Per-token bytes of one forward (the scratch is linear in T).
     let perToken = LayerMemory.scratchBytes(model, tokens: 2) - LayerMemory.scratchBytes(model, tokens: 1)
     print("model        \(model.name): \(layers) MoE layers, \(model.numExperts) experts x ffn \(model.expertIntermediateSize), hidden \(hidden), top-\(model.topK)\(model.sharedExpert.map { ", shared expert ffn \($0.intermediateSize)" } ?? "")")
-    print("weights      dense bf16 \(Fmt.bytes(layers * dense)), sparse \(pattern) \(Fmt.bytes(layers * sparse)) (\(Fmt.fixed(100 * Double(sparse) / Double(dense), 1))%), all MoE layers")
+    func size(_ bytes: Int) -> String { bytes == Int.max ? "more than 8 EiB" : Fmt.bytes(bytes) }
+    let share = dense == Int.max || sparse == Int.max ? "" : " (\(Fmt.fixed(100 * Double(sparse) / Double(dense), 1))%)"
+    print("weights      dense bf16 \(size(dense)), sparse \(pattern) \(size(sparse))\(share), all MoE layers")
     print("per token    \(Fmt.bytes(perToken)) for one forward: " + LayerMemory.scratch(model, tokens: 1).map { "\($0.name) \($0.bytes) B" }.joined(separator: ", "))
     let extra = Int(extraPerToken * 1024)
     if reserved > 0 { print("reserved     \(Fmt.fixed(reserved, 1)) GiB of each budget for the rest of the model") }
@@ -118,8 +120,8 @@ struct Memory: ParsableCommand {
     if let json {
       try writeJSON(
         MemoryReport(
-          model: model.name, pattern: pattern.description, moeLayers: layers, denseWeightBytes: layers * dense,
-          sparseWeightBytes: layers * sparse, bytesPerToken: perToken, rows: rows), to: json)
+          model: model.name, pattern: pattern.description, moeLayers: layers, denseWeightBytes: dense,
+          sparseWeightBytes: sparse, bytesPerToken: perToken, rows: rows), to: json)
       print("wrote \(json)")
     }
   }

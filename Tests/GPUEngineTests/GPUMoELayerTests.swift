@@ -294,6 +294,13 @@ import SamoyedsModel
         }
       }
     }
+    // Sizes past what an Int holds saturate (they never fit) instead of trapping.
+    var huge = config
+    huge.hiddenSize = 1 << 20
+    huge.expertIntermediateSize = 1 << 20
+    huge.numExperts = 1 << 16
+    #expect(LayerMemory.totalBytes(huge, pattern: nil, layers: 10_000, tokens: 1) == Int.max)
+    #expect(LayerMemory.largestTokens(huge, pattern: .default, layers: 10_000, budget: 1 << 50) == 0)
     // 84 GiB of dense Mixtral experts do not fit 80 GiB; the sparse ones (28%) do.
     #expect(LayerMemory.largestTokens(config, pattern: nil, layers: 32, budget: 80 << 30) == 0)
     #expect(LayerMemory.largestTokens(config, pattern: .default, layers: 32, budget: 80 << 30) > 0)
