@@ -82,6 +82,27 @@ import Foundation
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 
+  /// The Swift mirrors of the Hopper kernel's configuration (shared-memory
+  /// size, threads, stage shape) are the source's values: a mismatch would
+  /// launch with too little shared memory.
+  @Test func hopperConstantsMatchTheSource() throws {
+    let (source, headers) = try KernelLibrary.sources(of: "dual_sparse_gemm_sm90.cu")
+    let text = ([source] + headers.map(\.contents)).joined(separator: "\n")
+    func constant(_ name: String) -> Int? {
+      let prefix = "constexpr int \(name) = "
+      guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
+      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
+    }
+    #expect(constant("kStages") == PortableKernel.wgmmaStages)
+    #expect(constant("kStageChunks") == PortableKernel.Tiling.wgmma.chunksPerStage)
+    #expect(constant("kProducerThreads").map { $0 + PortableKernel.threads } == PortableKernel.wgmmaThreads)
+    #expect(constant("kWarps") == PortableKernel.warps && constant("kTileRows") == PortableKernel.rowsPerWarp)
+    // 1:2 at BN = 128: four stages of 50 KB (two 16 KB token slabs, 16 KB of
+    // fragments, 2 KB of metadata), two barriers per stage, 1 KB for alignment.
+    let shared = PortableKernel.wgmmaSharedBytes(tokenTile: 128, pattern: .default)
+    #expect(shared == PortableKernel.wgmmaStages * (2 * 128 * 128 + 8 * 4 * 32 * 16 + 8 * 2 * 32 * 4) + 16 * PortableKernel.wgmmaStages + 1024)
+  }
+
   /// The Swift mirrors of moe_routing.cu's configuration are the source's values.
   @Test func routingConstantsMatchTheSource() throws {
     let (source, _) = try KernelLibrary.sources(of: "moe_routing.cu")
