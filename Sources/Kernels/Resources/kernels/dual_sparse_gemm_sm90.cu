@@ -22,7 +22,8 @@
 //   in global memory, no ldmatrix through registers).
 // * A stage is four chunks (k128): A fragments, metadata and two B slabs of
 //   [BN tokens][64 k]; four stages in a ring, each with a full and an empty
-//   mbarrier, so the consumers wait only for data, never for each other.
+//   mbarrier: a consumer waits for data, and for the other consumer only
+//   through the empty barriers (they drift at most a few stages apart).
 // * The row selection is folded at each vector's end, after wgmma.wait_group
 //   0 (the fold reads the running total), exactly as in the portable kernel.
 //
