@@ -32,6 +32,28 @@ import Foundation
     #expect(!log.lowercased().contains("warning"), "NVRTC warnings for \(architecture):\n\(log)")
   }
 
+  /// ptxas must not serialize the Hopper kernel's wgmmas: with `-v` it says
+  /// "wgmma.mma_async instructions are serialized" (C7514/C7519/C7520,
+  /// numbered by version) when, say, a register read or a divergent path
+  /// sits inside a wgmma pipeline stage — correct results, a large loss of
+  /// speed, and nothing else would notice.
+  @Test func hopperWgmmaIsNotSerialized() throws {
+    let nvrtc: NVRTC
+    do {
+      nvrtc = try NVRTC.get()
+    } catch {
+      if Self.required { Issue.record("NVRTC required but not loadable: \(error)") }
+      return
+    }
+    let (source, headers) = try KernelLibrary.sources(of: "dual_sparse_gemm_sm90.cu")
+    let log = try nvrtc.compile(
+      source: source, name: "dual_sparse_gemm_sm90.cu", headers: headers, architecture: "sm_90a",
+      options: KernelLibrary.options + ["--ptxas-options=-v"]
+    ).log
+    let serialized = log.split(separator: "\n").filter { $0.contains("serialized") }
+    #expect(serialized.isEmpty, "NVRTC \(nvrtc.version.major).\(nvrtc.version.minor):\n\(serialized.prefix(3).joined(separator: "\n"))")
+  }
+
   @Test func compileErrorsCarryTheLog() throws {
     guard let nvrtc = try? NVRTC.get() else { return }
     #expect {

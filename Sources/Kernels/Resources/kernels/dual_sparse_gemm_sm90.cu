@@ -245,7 +245,12 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   }
   __syncthreads();
 
-  if (threadIdx.x < kProducerThreads) {
+  // The role as a value the compiler knows is uniform across each warp
+  // (as CUTLASS's canonical_warp_group_idx): with a plain threadIdx test
+  // ptxas treats the consumer code as a divergent path and serializes
+  // every wgmma (advisory C7519).
+  const int warpGroup = __shfl_sync(0xffffffffu, int(threadIdx.x) / kProducerThreads, 0);
+  if (warpGroup == 0) {
     // ================= producer =================
     const int p = threadIdx.x;
     // A: for consumer warp j, lane p % 32 of chunk p / 32 of the stage.
@@ -371,20 +376,12 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
         const uint64_t b = descriptor + (c / 2) * (L::slab >> 4) + (c % 2) * (64 >> 4);
         Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);
         const bool last = chunk == myChunks - 1;
-        const bool stageEnd = c == kStageChunks - 1 || last;
-        const bool folds = selection.foldsAfterChunk(last);
-        if (stageEnd || folds) {
-          // Reads of the total (the fold) and the stage's release only after
-          // its wgmmas completed, lexically inside this branch so ptxas sees
-          // no accumulator read while a wgmma is in flight.
+        if (selection.foldsAfterChunk(last)) {
+          // The fold reads the running total: only after the wgmma completed
+          // (lexically inside this branch, so ptxas sees no read in flight).
           wgmmaCommit();
           wgmmaWait<0>();
-          if (stageEnd) mbarrierArrive(emptyBarrier + 8 * s);
-          if (folds) {
-            selection.afterChunk(bank, acc, last);
-          } else {
-            selection.skipChunk();
-          }
+          selection.afterChunk(bank, acc, last);
         } else {
           selection.skipChunk();
         }
@@ -395,6 +392,12 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
     chunkStep(Int<1>{});
     chunkStep(Int<2>{});
     chunkStep(Int<3>{});
+    // Drained at every stage's end, unconditionally (a fold may already have
+    // drained it): ptxas then sees no wgmma in flight across the loop's back
+    // edge or a branch, and neither serializes nor injects waits.
+    wgmmaCommit();
+    wgmmaWait<0>();
+    mbarrierArrive(emptyBarrier + 8 * s);  // this warpgroup is done with stage s
   }
   // Both consumer warpgroups are past every wgmma before the tile reuses the ring.
   tileSync<kConsumerBarrier>();
