@@ -10,8 +10,11 @@ import SamoyedsModel
 /// run one after another, so activations count once; weights count for
 /// every MoE layer.
 ///
-/// No buffer is sized by experts × T: the slots are [T·topK, hidden] and
-/// the intermediate [T, ffn] (reused expert after expert).
+/// No buffer of the layer is sized by experts × T: the slots are
+/// [T·topK, hidden] and the intermediate [T, ffn] (reused expert after
+/// expert). Not counted: the GPU router's logits workspace (f32 [T, E] per
+/// k-split; routing needs a score per token and expert) when the layer
+/// routes on the device.
 public enum LayerMemory {
   /// a · b, or Int.max when that overflows (configurations can describe
   /// more bytes than an Int holds; the answer is then "does not fit").

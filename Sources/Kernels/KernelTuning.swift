@@ -87,13 +87,21 @@ public struct KernelTuning: Codable, Sendable, Equatable {
     entries.append(entry)
   }
 
+  /// How far (in powers of two) a tuned bucket may be from the one asked for.
+  public static let maximumBucketDistance = 2
+
   /// The tuned tiling for `key`: its bucket's entry, else the entry of the
-  /// nearest tuned bucket (in powers of two; the larger on a tie) of the same
-  /// device, dtype, pattern and shape; nil when that shape was never tuned
-  /// or the entry names a tiling this build does not have.
+  /// nearest tuned bucket (in powers of two, at most `maximumBucketDistance`
+  /// away; the larger on a tie) of the same device, dtype, pattern and
+  /// shape whose tiling this build has; nil otherwise.
   public func tiling(for key: Key) -> PortableKernel.Tiling? {
     let bucket = Self.bucket(key.tokens)
-    let sameShape = entries.filter { $0.key.with(tokens: bucket) == key.with(tokens: bucket) }
+    // Entries of this shape whose tiling this build has, at most a factor
+    // of 4 away in token count (further away a choice says little).
+    let sameShape = entries.filter {
+      $0.key.with(tokens: bucket) == key.with(tokens: bucket) && PortableKernel.Tiling(rawValue: $0.tiling) != nil
+        && abs($0.key.tokens.trailingZeroBitCount - bucket.trailingZeroBitCount) <= Self.maximumBucketDistance
+    }
     func distance(_ entry: Entry) -> Int {
       abs(entry.key.tokens.trailingZeroBitCount - bucket.trailingZeroBitCount)
     }
@@ -116,14 +124,14 @@ public struct KernelTuning: Codable, Sendable, Equatable {
   public static func load(path: String) throws(CUDAError) -> KernelTuning {
     guard FileManager.default.fileExists(atPath: path) else { return KernelTuning() }
     guard let data = FileManager.default.contents(atPath: path) else {
-      throw .invalidArgument("tuning file \(path) cannot be read; delete it or set SAMOYEDS_TUNING")
+      throw .invalidArgument("tuning file \(path) cannot be read; delete it or set SAMOYEDS_TUNING to another file")
     }
     let table: KernelTuning
     do {
       table = try JSONDecoder().decode(KernelTuning.self, from: data)
     } catch {
       throw .invalidArgument(
-        "tuning file \(path) is not a Samoyeds tuning table (\(error)); delete it or run `samoyeds tune` again")
+        "tuning file \(path) is not a Samoyeds tuning table (\(error)); delete it, or run `samoyeds tune --reset` to measure a new one")
     }
     guard table.version == formatVersion else {
       throw .invalidArgument(

@@ -23,8 +23,8 @@ struct KernelBenchRow: Codable {
   var tiling: String
   /// Dense-equivalent TFLOP/s of the chosen tiling as a share of the sparse
   /// tensor-core peak for this operand (nil off Hopper): the datasheet's
-  /// 1979 TFLOP/s counts 2:4 as 2x; the format's row selection doubles it
-  /// again, so a 25%-dense weight peaks at 3958 dense-equivalent TFLOP/s.
+  /// 1979 TFLOP/s counts 2:4 as 2x; the format's row selection multiplies
+  /// it by M/N, so a 25%-dense 1:2 weight peaks at 3958 dense-equivalent TFLOP/s.
   var shareOfSparsePeak: Double?
   /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2", "wgmma".
   var variantMilliseconds: [String: Double]
@@ -69,10 +69,12 @@ final class KernelBench {
   let sparseWeights: [GPUSparseWeight]
   let denseWeights: [DeviceBuffer]
 
-  /// Dense-equivalent peak for a 25%-dense weight in the format on H100/H200
-  /// SXM: 2 x the datasheet's 1979 TFLOP/s for 2:4 (the row selection
-  /// halves the work once more).
-  static let hopperSparsePeakTFLOPS = 2 * 1979.0
+  /// Dense-equivalent peak of a weight in `pattern` on H100/H200 SXM: the
+  /// datasheet's 1979 TFLOP/s for 2:4, times M/N for the rows the selection
+  /// skips: 3958 for 1:2 and 2:4 (25% dense), 7916 for 1:4, 15832 for 1:8.
+  static func hopperSparsePeakTFLOPS(_ pattern: SparsePattern) -> Double {
+    1979.0 * Double(pattern.groupRows) / Double(pattern.keptRows)
+  }
 
   /// Launches per timed sample (amortizes the host's launch cost).
   static let launchesPerSample = 10
@@ -206,7 +208,8 @@ final class KernelBench {
       denseGemmOnlyMilliseconds: denseGemm, ratio: dense / sparse, sparseTFLOPS: flops / sparse / 1e9,
       denseTFLOPS: flops / dense / 1e9, sparseGBps: sparseBytes / sparse / 1e6, denseGBps: denseMoved / dense / 1e6,
       splits: splits, tiling: chosen.rawValue,
-      shareOfSparsePeak: session.library.architecture == "sm_90a" ? flops / sparse / 1e9 / Self.hopperSparsePeakTFLOPS : nil,
+      shareOfSparsePeak: session.library.architecture == "sm_90a"
+        ? flops / sparse / 1e9 / Self.hopperSparsePeakTFLOPS(first.pattern) : nil,
       variantMilliseconds: variants)
   }
 

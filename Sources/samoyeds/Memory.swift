@@ -60,8 +60,9 @@ struct Memory: ParsableCommand {
   var json: String?
 
   func budgets() throws -> [Double] {
-    let values = budget.split(separator: ",").compactMap { Double(String($0.filter { !$0.isWhitespace })) }
-    guard !values.isEmpty, values.count == budget.split(separator: ",").count,
+    let items = budget.split(separator: ",", omittingEmptySubsequences: false)
+    let values = items.compactMap { Double(String($0.filter { !$0.isWhitespace })) }
+    guard !values.isEmpty, values.count == items.count,
       values.allSatisfy({ $0 > 0 && $0 <= 1_048_576 })
     else {
       throw ValidationError("--budget must be positive GiB values (at most 1048576), comma-separated; got '\(budget)'")
@@ -71,7 +72,9 @@ struct Memory: ParsableCommand {
 
   func validate() throws {
     _ = try budgets()
-    guard reserved >= 0, reserved.isFinite else { throw ValidationError("--reserved must be a non-negative number of GiB") }
+    guard reserved >= 0, reserved <= 1_048_576 else {
+      throw ValidationError("--reserved must be between 0 and 1048576 GiB")
+    }
     guard extraPerToken >= 0, extraPerToken <= 1_073_741_824 else {
       throw ValidationError("--extra-per-token must be a non-negative number of KiB")
     }
@@ -88,6 +91,7 @@ struct Memory: ParsableCommand {
       try pattern.checkApplicable(rows: hidden, columns: shared.intermediateSize)
     }
     let layers = model.moeLayerIndices.count
+    guard layers > 0 else { throw ValidationError("\(model.name) has no MoE layers; nothing to report") }
     let dense = LayerMemory.product(layers, LayerMemory.weightBytes(model, pattern: nil))
     let sparse = LayerMemory.product(layers, LayerMemory.weightBytes(model, pattern: pattern))
     // Per-token bytes of one forward (the scratch is linear in T).
@@ -107,7 +111,7 @@ struct Memory: ParsableCommand {
     print("  budget GiB   largest T dense   largest T sparse   sparse/dense")
     var rows: [MemoryReportRow] = []
     for gib in try budgets() {
-      let bytes = Int((gib - reserved) * Double(1 << 30))
+      let bytes = Int(max(0, gib - reserved) * Double(1 << 30))
       let denseTokens = bytes > 0 ? LayerMemory.largestTokens(model, pattern: nil, layers: layers, budget: bytes, extraPerToken: extra) : 0
       let sparseTokens = bytes > 0 ? LayerMemory.largestTokens(model, pattern: pattern, layers: layers, budget: bytes, extraPerToken: extra) : 0
       let ratio = denseTokens > 0 ? Double(sparseTokens) / Double(denseTokens) : nil

@@ -36,6 +36,9 @@ struct Tune: ParsableCommand {
   @Option(help: "Tuning table to update (default: $SAMOYEDS_TUNING or tuning.json beside the kernel cache).")
   var out: String?
 
+  @Flag(help: "Start from an empty table (replaces a damaged or outdated one) instead of updating it.")
+  var reset = false
+
   func validate() throws {
     guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
   }
@@ -45,7 +48,10 @@ struct Tune: ParsableCommand {
     let counts = try parseCounts(tokens)
     for (m, k) in parsedShapes { try pattern.checkApplicable(rows: m, columns: k) }
     let path = out ?? KernelTuning.defaultPath
-    var table = try KernelTuning.load(path: path)
+    var table = reset ? KernelTuning() : try KernelTuning.load(path: path)
+    // Written before the GPU opens: `KernelLibrary` loads the default table,
+    // which must not be the damaged one being replaced.
+    if reset { try table.write(to: path) }
     let session = try GPUSession.open()
     let cublas = try CublasLt(context: session.context)
     // Time the built-in choice, not an earlier table's.

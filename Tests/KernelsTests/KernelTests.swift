@@ -400,18 +400,21 @@ import Foundation
     table.record(.init(key: Self.key(tokens: 1024), tiling: "rt2x2", milliseconds: ["rt2x2": 0.2]))
     #expect(table.tiling(for: Self.key(tokens: 9)) == .stream)     // bucket 16
     #expect(table.tiling(for: Self.key(tokens: 48)) == .wgmma)     // bucket 64
-    #expect(table.tiling(for: Self.key(tokens: 1)) == .stream)     // nearest: 16
+    #expect(table.tiling(for: Self.key(tokens: 4)) == .stream)     // nearest: 16, two steps
+    #expect(table.tiling(for: Self.key(tokens: 1)) == nil)         // 16 is four steps away: built-in choice
     #expect(table.tiling(for: Self.key(tokens: 256)) == .rt2x2)    // 64 and 1024 are both 2 steps: the larger
-    #expect(table.tiling(for: Self.key(tokens: 100_000)) == .rt2x2)
+    #expect(table.tiling(for: Self.key(tokens: 4096)) == .rt2x2)
+    #expect(table.tiling(for: Self.key(tokens: 100_000)) == nil)
     #expect(table.tiling(for: Self.key(tokens: 64, m: 4096)) == nil)  // another shape: untuned
     #expect(table.tiling(for: Self.key(tokens: 64, device: "NVIDIA H100")) == nil)
     // Same key again: replaced, not duplicated.
     table.record(.init(key: Self.key(tokens: 64), tiling: "rt1", milliseconds: ["rt1": 0.025]))
     #expect(table.entries.count == 3)
     #expect(table.tiling(for: Self.key(tokens: 64)) == .rt1)
-    // A tiling this build does not know: ignored (the built-in choice applies).
+    // A tiling this build does not know is ignored, even when nearest.
     table.record(.init(key: Self.key(tokens: 4096), tiling: "future", milliseconds: [:]))
-    #expect(table.tiling(for: Self.key(tokens: 4096)) == nil)
+    #expect(table.tiling(for: Self.key(tokens: 4096)) == .rt2x2)
+    #expect(table.tiling(for: Self.key(tokens: 2048)) == .rt2x2)
   }
 
   @Test func fileRoundTripAndBadFiles() throws {
