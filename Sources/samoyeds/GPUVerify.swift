@@ -49,6 +49,18 @@ struct GPUVerifier {
         result.append(Case(m: m, k: k, pattern: pattern, count: 1000, dtype: .fp16, epilogue: "store", splits: 1, tiling: tiling))
       }
     }
+    // The Hopper pipeline beyond one lap of its ring: 32 stages (8 laps) for
+    // every token tile, V = 256 (folds across stages, splits starting
+    // mid-vector), and a partial last stage inside split-k (45 chunks, 2 splits).
+    for (m, k, pattern) in [
+      (128, 4096, "1:2:128"), (128, 4096, "1:4:64"), (128, 4096, "2:4:32"), (128, 4096, "1:8:32"), (256, 4096, "1:2:256"),
+    ] {
+      for count in [77, 1000] {
+        result.append(Case(m: m, k: k, pattern: pattern, count: count, dtype: .bf16, epilogue: "store", splits: 1, tiling: .wgmma))
+      }
+    }
+    result.append(Case(m: 256, k: 4096, pattern: "1:2:256", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .wgmma))
+    result.append(Case(m: 256, k: 1440, pattern: "1:2:32", count: 300, dtype: .bf16, epilogue: "silu", splits: 2, tiling: .wgmma))
     return result
   }
 
