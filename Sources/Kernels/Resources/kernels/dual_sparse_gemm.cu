@@ -102,15 +102,11 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const bool silu = EPILOGUE == kSiluMul;
-  // In the SiLU mode warps 0-3 run W0 (gate) and warps 4-7 run W1 (up) on
-  // the same rows and the same token tile.
-  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
-  const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
-  // The warp's first 16-row tile; it owns tiles rowTile .. rowTile + RT - 1.
-  const int rowTile = (blockIdx.x * warpsPerWeight + (warp % warpsPerWeight)) * RT;
-  const int rowTiles = (w.mc + kTileRows - 1) / kTileRows;
-  const bool warpActive = rowTile < rowTiles;
+  // The warp's weight and its RT 16-row tiles (WarpTiles).
+  const WarpTiles<EPILOGUE, RT> tiles(args, warp, blockIdx.x);
+  const WeightArgs& w = tiles.weight;
+  const int rowTile = tiles.first;
+  const bool warpActive = tiles.has();
   const int tokenBase = blockIdx.y * BN;
 
   const int chunks = args.k / kChunk;
@@ -141,10 +137,10 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 #pragma unroll
   for (int j = 0; j < RT; ++j) {
     const int wv = threadIdx.x / 32;  // kThreads == kWarps * 32
-    const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-    const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
-    aValid[j] = tile < (wt.mc + kTileRows - 1) / kTileRows;
-    aSrc[j] = wt.a + (size_t)(aValid[j] ? tile : 0) * chunks * 32 + threadIdx.x % 32;
+    const WarpTiles<EPILOGUE, RT> copied(args, wv, blockIdx.x);
+    const int tile = copied.first + j;
+    aValid[j] = copied.has(j);
+    aSrc[j] = copied.weight.a + (size_t)(aValid[j] ? tile : 0) * chunks * 32 + threadIdx.x % 32;
     aDst[j] = Stage::a + ((wv * RT + j) * 32 + threadIdx.x % 32) * 16;
   }
   const bool eCopier = threadIdx.x < kWarps * RT * 8;
@@ -153,10 +149,10 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
   if (eCopier) {
     const int wv = threadIdx.x / (8 * RT);
     const int j = (threadIdx.x / 8) % RT;
-    const WeightArgs& wt = (silu && wv >= kWarps / 2) ? args.w1 : args.w0;
-    const int tile = (blockIdx.x * warpsPerWeight + (wv % warpsPerWeight)) * RT + j;
-    eValid = tile < (wt.mc + kTileRows - 1) / kTileRows;
-    eSrc = wt.e + (size_t)(eValid ? tile : 0) * chunkPairs * 32 + (threadIdx.x % 8) * 4;
+    const WarpTiles<EPILOGUE, RT> copied(args, wv, blockIdx.x);
+    const int tile = copied.first + j;
+    eValid = copied.has(j);
+    eSrc = copied.weight.e + (size_t)(eValid ? tile : 0) * chunkPairs * 32 + (threadIdx.x % 8) * 4;
   }
   const int eDst = Stage::e + threadIdx.x * 16;
   const bool bCopier = threadIdx.x < BN * 4;
@@ -318,12 +314,11 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args) {
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const bool silu = EPILOGUE == kSiluMul;
-  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
-  const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
   const int rowBlock = blockIdx.y;
-  const int rowTile = rowBlock * warpsPerWeight + warp % warpsPerWeight;
-  const bool warpActive = rowTile < (w.mc + kTileRows - 1) / kTileRows;
+  const WarpTiles<EPILOGUE, 1> tiles(args, warp, rowBlock);
+  const WeightArgs& w = tiles.weight;
+  const int rowTile = tiles.first;
+  const bool warpActive = tiles.has();
   const int tokenBase = blockIdx.x * BN;
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;

@@ -226,8 +226,6 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   const uint32_t fullBarrier = smemAddress + B::full;
   const uint32_t emptyBarrier = smemAddress + B::empty;
 
-  const bool silu = EPILOGUE == kSiluMul;
-  const int warpsPerWeight = silu ? kWarps / 2 : kWarps;
   const int tokenBase = blockIdx.y * BN;
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;
@@ -258,11 +256,10 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
     unsigned aValid = 0;  // bit j: warp j has rows
 #pragma unroll
     for (int j = 0; j < kWarps; ++j) {
-      const WeightArgs& wt = (silu && j >= kWarps / 2) ? args.w1 : args.w0;
-      const int tile = blockIdx.x * warpsPerWeight + j % warpsPerWeight;
-      const bool valid = tile < (wt.mc + kTileRows - 1) / kTileRows;
+      const WarpTiles<EPILOGUE, 1> tiles(args, j, blockIdx.x);
+      const bool valid = tiles.has();
       aValid |= unsigned(valid) << j;
-      aSource[j] = wt.a + ((size_t)(valid ? tile : 0) * chunks + firstChunk + p / 32) * 32 + p % 32;
+      aSource[j] = tiles.weight.a + ((size_t)(valid ? tiles.first : 0) * chunks + firstChunk + p / 32) * 32 + p % 32;
     }
     const int aDestination = L::a + ((p / 32) * 32 + p % 32) * 16;  // + j * kStageChunks * 32 * 16
     // E: words q = p + 128 jj: warp 2 jj + p / 64, pair (p / 32) % 2, lane p % 32.
@@ -271,9 +268,8 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
 #pragma unroll
     for (int jj = 0; jj < kWarps / 2; ++jj) {
       const int j = 2 * jj + p / 64;
-      const uint32_t* e = (silu && j >= kWarps / 2) ? args.w1.e : args.w0.e;
-      const int tile = blockIdx.x * warpsPerWeight + j % warpsPerWeight;
-      eSource[jj] = e + ((size_t)(((aValid >> j) & 1) ? tile : 0) * chunkPairs + firstChunk / 2 + ePair) * 32 + p % 32;
+      const WarpTiles<EPILOGUE, 1> tiles(args, j, blockIdx.x);
+      eSource[jj] = tiles.weight.e + ((size_t)(((aValid >> j) & 1) ? tiles.first : 0) * chunkPairs + firstChunk / 2 + ePair) * 32 + p % 32;
     }
     const int eDestination = L::e + ((p / 64) * 2 * 32 + ePair * 32 + p % 32) * 4;  // + jj * 4 * 32 * 4
     // B: pieces p % 8 of both 128-byte halves (slabs) of token rows p / 8 + 16 r.
@@ -334,11 +330,12 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   const int thread = threadIdx.x - kProducerThreads;  // 0 .. kThreads - 1
   const int warp = thread / 32;                        // consumer warp: warpgroup warp / 4, rows (warp % 4) * 16
   const int lane = thread % 32;
-  const WeightArgs& w = (silu && warp >= kWarps / 2) ? args.w1 : args.w0;
-  const int rowTile = blockIdx.x * warpsPerWeight + warp % warpsPerWeight;
   // A warp past the weight's last row tile still takes part in every wgmma
   // (they are warpgroup-wide) on zero-filled fragments; its rows are never stored.
-  const bool warpActive = rowTile < (w.mc + kTileRows - 1) / kTileRows;
+  const WarpTiles<EPILOGUE, 1> tiles(args, warp, blockIdx.x);
+  const WeightArgs& w = tiles.weight;
+  const int rowTile = tiles.first;
+  const bool warpActive = tiles.has();
   const int aOffset = L::a + (warp * kStageChunks * 32 + lane) * 16;
   const int eOffset = L::e + (warp * (kStageChunks / 2) * 32 + lane) * 4;
 

@@ -66,6 +66,29 @@ enum Epilogue : int {
   kScaleSlots = 3,    // out: f32 [T*topK][m], out[slots[i], o] = w_i * Y[i, o]
 };
 
+// Which weight and 16-row tiles warp `warp` of a CTA works on. In the SiLU
+// mode warps 0-3 run W0 (gate) and warps 4-7 run W1 (up) on the same rows;
+// otherwise all 8 warps run W0. In row block `rowBlock` the warp owns tiles
+// first .. first + RT - 1, first = (rowBlock * warpsPerWeight + warp %
+// warpsPerWeight) * RT. Every kernel family maps warps to rows this way (so
+// that storeTile's output rows agree).
+template <int EPILOGUE, int RT>
+struct WarpTiles {
+  static constexpr int warpsPerWeight = EPILOGUE == kSiluMul ? kWarps / 2 : kWarps;
+  const WeightArgs& weight;
+  int first;  // the warp's first 16-row tile
+  int count;  // the weight's 16-row tiles
+
+  __device__ __forceinline__ WarpTiles(const GemmArgs& args, int warp, int rowBlock)
+      : weight((EPILOGUE == kSiluMul && warp >= kWarps / 2) ? args.w1 : args.w0),
+        first((rowBlock * warpsPerWeight + warp % warpsPerWeight) * RT),
+        count((weight.mc + kTileRows - 1) / kTileRows) {}
+
+  // Whether the warp's j-th tile holds rows of the weight (a warp past the
+  // last one runs on zero-filled fragments, and its rows are never stored).
+  __device__ __forceinline__ bool has(int j = 0) const { return first + j < count; }
+};
+
 // The row selection of a warp's rows (g and g + 8 of each of its RT tiles),
 // folded into the accumulation without a second accumulator tile.
 //
