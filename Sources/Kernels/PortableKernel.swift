@@ -262,7 +262,9 @@ public enum PortableKernel {
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
-    if let tuned = KernelTuning.active.tiling(for: tuningKey(a, context: context)),
+    // (Every launch asks, some twice: with no table, no key is built.)
+    let tuning = KernelTuning.active
+    if !tuning.entries.isEmpty, let tuned = tuning.tiling(for: tuningKey(a, context: context)),
       isAvailable(tuned, a, context: context)
     {
       return tuned
