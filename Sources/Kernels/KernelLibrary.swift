@@ -89,9 +89,7 @@ public final class KernelLibrary: @unchecked Sendable {
     var functions: [String: CUDAFunction] = [:]
     var cached = true
     for file in Self.files(for: context.architecture) {
-      let (source, headers) = try Self.sources(of: file.name)
-      let (cubin, hit) = try KernelCache.cubin(
-        source: source, name: file.stem, headers: headers, architecture: context.architecture, options: Self.options)
+      let (cubin, hit) = try Self.cubin(of: file, architecture: context.architecture)
       let module = try CUDAModule(context: context, image: cubin)
       for name in file.entryPoints { functions[name] = try module.function(named: name) }
       modules.append(module)
@@ -118,6 +116,43 @@ public final class KernelLibrary: @unchecked Sendable {
       throw .unavailable(error.description)
     } catch {
       throw .unavailable("\(error)")
+    }
+  }
+
+  /// The cubin of `file` for `architecture`, through the on-disk cache
+  /// (the same entry whether a GPU opens it or `precompile` fills it).
+  static func cubin(of file: File, architecture: String) throws(CUDAError) -> (cubin: [UInt8], cached: Bool) {
+    let (source, headers) = try sources(of: file.name)
+    return try KernelCache.cubin(
+      source: source, name: file.stem, headers: headers, architecture: architecture, options: options)
+  }
+
+  /// Fills the kernel cache for `architecture` without a GPU (NVRTC only),
+  /// so that a later run on a GPU of that architecture, with the same NVRTC
+  /// major.minor, loads every file instead of compiling it. Returns one
+  /// entry per file: its name, whether it was already cached, the cubin's
+  /// size in bytes.
+  public static func precompile(architecture: String) throws(CUDAError) -> [(
+    file: String, cached: Bool, bytes: Int
+  )] {
+    try checkArchitecture(architecture)
+    var built: [(file: String, cached: Bool, bytes: Int)] = []
+    for file in files(for: architecture) {
+      let (cubin, hit) = try cubin(of: file, architecture: architecture)
+      built.append((file.name, hit, cubin.count))
+    }
+    return built
+  }
+
+  /// Throws unless `architecture` names an NVRTC target the kernels build
+  /// for: sm_NN or sm_NNa with NN >= 80 (Sparse Tensor Cores).
+  public static func checkArchitecture(_ architecture: String) throws(CUDAError) {
+    let digits = architecture.hasPrefix("sm_") ? architecture.dropFirst(3).prefix { $0.isNumber } : ""
+    let rest = architecture.dropFirst(3 + digits.count)
+    guard let number = Int(digits), number >= 80, rest.isEmpty || rest == "a" else {
+      throw .invalidArgument(
+        "architecture \"\(architecture)\" is not an NVRTC target of the form sm_NN or sm_NNa with NN >= 80 (Sparse Tensor Cores), e.g. sm_80, sm_89, sm_90a"
+      )
     }
   }
 

@@ -16,7 +16,7 @@ struct Samoyeds: ParsableCommand {
       Format spec: docs/FORMAT.md.
       """,
     version: "0.1.0",
-    subcommands: [Demo.self, Info.self, Verify.self, Bench.self, Tune.self, Memory.self, Prune.self, Inspect.self, MakeCheckpoint.self],
+    subcommands: [Demo.self, Info.self, Verify.self, Bench.self, Tune.self, Compile.self, Memory.self, Prune.self, Inspect.self, MakeCheckpoint.self],
     defaultSubcommand: nil
   )
 
