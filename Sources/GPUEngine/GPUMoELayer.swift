@@ -252,7 +252,7 @@ public final class GPUMoELayer {
           tokens: tokens, rows: all, count: tokens, output: s.out))
     }
     let workspaceBytes = (routed + sharedLaunches).map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0
-    let workspace = try self.workspace.atLeast(workspaceBytes, context: context)
+    let workspace = try self.workspace.atLeast(workspaceBytes, context: context, zeroedOn: stream)
 
     // Launches run in stream order, so one intermediate and one workspace
     // serve every expert in turn.

@@ -1,6 +1,12 @@
 import CUDA
 import SamoyedsFormat
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// A sparse weight on the GPU, packed for `PortableKernel`.
 public final class GPUSparseWeight: @unchecked Sendable {
   public let pattern: SparsePattern
@@ -434,10 +440,43 @@ public enum PortableKernel {
       maxChunksPerSplit: tiling == .stream ? streamMaxChunks(context: context) : .max)
   }
 
-  /// Scratch bytes `run` needs (split-k partials).
+  /// Scratch bytes `run` needs with split-k: `splitCounterBytes` of arrival
+  /// counters (one UInt32 per output tile, for launches that sum their
+  /// splits themselves), then the partials f32 [splits][2][count][m]. The
+  /// counters must be zero when the workspace is first used
+  /// (`DeviceBuffer.fill(byte: 0, on:)` after allocating); every launch
+  /// leaves them zero (each tile's last split resets its own), so launches
+  /// in stream order can share one workspace.
   public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
     let (splits, _) = plan(a, context: context, tiling: tiling(a, context: context))
-    return splits > 1 ? splits * 2 * a.count * a.weight.rows * 4 : 0
+    return splits > 1 ? splitCounterBytes + splits * 2 * a.count * a.weight.rows * 4 : 0
+  }
+
+  /// Output tiles a launch that sums its own splits may have.
+  static let splitCounterCapacity = 4096
+
+  /// The counters' bytes at the start of a split-k workspace (fixed, so
+  /// that launches of any shape find theirs zero).
+  static let splitCounterBytes = splitCounterCapacity * 4
+
+  /// Largest routed token count whose split-k launches may sum their own
+  /// partials (each tile's last split), instead of a second `_split`
+  /// launch. `SAMOYEDS_SPLIT_IN_KERNEL_TOKENS` overrides it (0: never).
+  static let splitInKernelTokens: Int = {
+    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_SPLIT_IN_KERNEL_TOKENS"], let value = Int(text), value >= 0 {
+      return value
+    }
+    return 16
+  }()
+
+  /// Whether a split-k launch sums its own partials. The last split of a
+  /// tile sums them alone, about (count / 2) x splits dependent loads per
+  /// thread; the `_split` launch it saves costs about 2-3 us. Measured on an
+  /// H200 (docs/KERNELS.md, "Split-k"): up to 25% faster at T = 1 and 16
+  /// with up to 32 loads per thread; 11% slower at T = 16 with 16 splits
+  /// (128 loads); slower at T = 64 whatever the splits.
+  static func sumsSplitsInKernel(count: Int, splits: Int, tiles: Int) -> Bool {
+    splits > 1 && count <= splitInKernelTokens && (count + 1) / 2 * splits <= 32 && tiles <= splitCounterCapacity
   }
 
   /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
@@ -447,7 +486,6 @@ public enum PortableKernel {
     try canImplement(a)
     if a.count == 0 { return }
     let w = a.weight
-    let sms = library.context.multiprocessorCount
     let tiling = tiling(a, context: library.context)
     guard let bn = tokenTile(w.pattern, tiling) else {
       throw .invalidArgument("tiling \(tiling) is not instantiated for pattern \(w.pattern)")
@@ -458,7 +496,7 @@ public enum PortableKernel {
     }
     let rt = tiling.rowTiles
     let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
-    let needed = splits > 1 ? splits * 2 * a.count * w.rows * 4 : 0
+    let needed = splits > 1 ? splitCounterBytes + splits * 2 * a.count * w.rows * 4 : 0
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }
@@ -504,23 +542,26 @@ public enum PortableKernel {
     bytes.int32(chunksPerSplit)
     bytes.int32(splits)
     bytes.pointer(a.output.address)  // aligned to 8 by `pointer`
-    bytes.pointer(splits > 1 ? (workspace?.address ?? 0) : 0)
-    var arguments = KernelArguments()
-    arguments.append(bytes: bytes.bytes)
-
     let tilesPerCTA = warpsPerWeightTile(a.epilogue) * rt
     let rowTiles = (w.condensedRows + 15) / 16
     let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
     let tokenTiles = (a.count + bn - 1) / bn
+    let inKernel = sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles)
+    let base = workspace?.address ?? 0
+    bytes.pointer(splits > 1 ? base + CUdeviceptr(splitCounterBytes) : 0)
+    bytes.pointer(inKernel ? base : 0)
+    var arguments = KernelArguments()
+    arguments.append(bytes: bytes.bytes)
+
     // The streaming kernel puts token tiles on x so CTAs sharing weight rows
     // are launched together.
     let grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
     try kernel.launch(
       grid: grid, block: (tiling == .wgmma ? wgmmaThreads : threads, 1, 1), sharedMemoryBytes: shared, stream: stream,
       arguments: arguments)
-    if splits > 1 {
+    if splits > 1 && !inKernel {
       let epilogue = try library.function(name + "_split")
-      let blocks = min((a.count * w.rows + 255) / 256, sms * 8)
+      let blocks = min((a.count * w.rows + 255) / 256, library.context.multiprocessorCount * 8)
       try epilogue.launch(grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
   }

@@ -61,6 +61,16 @@ struct GPUVerifier {
     }
     result.append(Case(m: 256, k: 4096, pattern: "1:2:256", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .wgmma))
     result.append(Case(m: 256, k: 1440, pattern: "1:2:32", count: 300, dtype: .bf16, epilogue: "silu", splits: 2, tiling: .wgmma))
+    // Split-k summed by each tile's last split (T <= 16), on every tiling and
+    // epilogue, patterns with one and with two kept rows (the tile's atomics).
+    for tiling in PortableKernel.Tiling.allCases {
+      for (epilogue, count) in [("store", 1), ("silu", 5), ("add", 16), ("slots", 9)] {
+        result.append(Case(m: 256, k: 1024, pattern: "1:2:128", count: count, dtype: .bf16, epilogue: epilogue, splits: 4, tiling: tiling))
+      }
+      if tiling != .bn32 && tiling != .rt2x2 {
+        result.append(Case(m: 256, k: 1024, pattern: "2:4:32", count: 7, dtype: .fp16, epilogue: "slots", splits: 3, tiling: tiling))
+      }
+    }
     return result
   }
 
@@ -100,6 +110,7 @@ struct GPUVerifier {
       arguments.tiling = c.tiling
       let bytes = PortableKernel.workspaceBytes(arguments, context: context)
       let workspace = bytes > 0 ? try DeviceBuffer(context: context, byteCount: bytes) : nil
+      try workspace?.fill(byte: 0, on: stream)  // split-k counters start at zero
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)
       try stream.synchronize()
     }

@@ -173,6 +173,7 @@ final class KernelBench {
       PortableKernel.workspaceBytes(arguments(first, tiling: $0), context: context)
     }.max() ?? 0
     let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
+    try workspace?.fill(byte: 0, on: session.stream)  // split-k counters start at zero
     let chosen = PortableKernel.tiling(arguments(first), context: context)
     let splits = PortableKernel.plan(arguments(first), context: context, tiling: chosen).splits
 

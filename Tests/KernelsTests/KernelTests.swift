@@ -250,6 +250,22 @@ import Foundation
   }
 }
 
+/// Which split-k launches sum their own partials (each tile's last split)
+/// and which leave them to the `_split` launch: the points measured on an
+/// H200 (docs/KERNELS.md, "Split-k").
+@Suite struct SplitSumPlacement {
+  @Test func measuredPointsFallOnTheirSide() {
+    // Faster in the launch: T = 1 at 4..32 splits, T = 16 at 3..4 splits.
+    for (count, splits) in [(1, 4), (1, 32), (16, 4), (16, 3), (5, 4)] {
+      #expect(PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: 56), "T=\(count) splits=\(splits)")
+    }
+    // Slower: T = 16 at 16 splits, T = 64 at any; no split; too many tiles for the counters.
+    for (count, splits, tiles) in [(16, 16, 16), (64, 2, 56), (17, 2, 56), (1, 1, 56), (1, 4, 5000)] {
+      #expect(!PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: tiles), "T=\(count) splits=\(splits)")
+    }
+  }
+}
+
 /// The GPU router's host side: what it refuses, how it splits the logits and
 /// lays out its workspace (no device needed).
 @Suite struct RoutingHostSide {

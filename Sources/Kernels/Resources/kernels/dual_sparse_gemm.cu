@@ -8,8 +8,8 @@
 // index list `rows` (the activation side: no gathered copy). Layout of this
 // file: device helpers (one per PTX instruction), the tile layout in shared
 // memory, the main kernel (producer = cp.async of every thread, consumer =
-// the warps' mma.sp), its epilogues, then the split-k epilogue and combine
-// kernels. docs/KERNELS.md explains the design with a worked example.
+// the warps' mma.sp), its epilogues, then the split-k epilogue (for launches
+// that do not sum their splits themselves) and combine kernels. docs/KERNELS.md explains the design with a worked example.
 
 #include "samoyeds_gemm.cuh"
 

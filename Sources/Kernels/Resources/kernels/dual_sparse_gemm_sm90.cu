@@ -408,7 +408,8 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
 
 // ---------------------------------------------------------------------------
 // Entry points: `<portable name>_sm90`, one per (type, pattern, epilogue);
-// the split-k epilogue is the portable family's `_split` (same partials).
+// split-k partials are summed by each tile's last split (storeTile) or by the
+// portable family's `_split` kernel.
 // ---------------------------------------------------------------------------
 
 #define SAMOYEDS_SM90(NAME, T, N, M, BN, EPI)                                     \

@@ -57,6 +57,8 @@ struct GemmArgs {
   int splits;                 // split-k factor (grid.z)
   void* out;                  // see Epilogue
   float* partial;             // [splits][2][count][m] f32 when splits > 1
+  unsigned* counters;         // [output tiles] splits arrived, 0 between launches; null: the
+                              // `_split` kernel sums the partials after this launch
 };
 
 enum Epilogue : int {
@@ -284,27 +286,12 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   constexpr int pairsPerToken = rowsPerWeightTile / 2;
   const int outBase = rowBlock * rowsPerWeightTile;
   const int m = args.w0.m;
-  for (int idx = thread; idx < BN * pairsPerToken; idx += kThreads) {
-    const int n = idx / pairsPerToken;
-    const int o = 2 * (idx % pairsPerToken);
-    const int token = tokenBase + n;
-    const int row = outBase + o;
-    if (token >= args.count || row >= m) continue;
-    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
-    if (args.splits > 1) {
-      // Split-k: plain f32 partials, reduced in order by splitEpilogue.
-      float* p = args.partial + ((size_t)split * 2 * args.count + token) * m + row;
-      *reinterpret_cast<float2*>(p) = v;
-      if (silu) {
-        *reinterpret_cast<float2*>(p + (size_t)args.count * m) =
-            *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
-      }
-      continue;
-    }
+  // The epilogue of output rows (row, row + 1) of routed token `token`:
+  // v = W0 x, up = W1 x (SiLU mode).
+  auto finish = [&](int token, int row, float2 v, float2 up) {
     if (EPILOGUE == kStore) {
       storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, v.x, v.y);
     } else if (EPILOGUE == kSiluMul) {
-      const float2 up = *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]);
       storePair<T>(reinterpret_cast<T*>(args.out) + (size_t)token * m + row, siluf(v.x) * up.x, siluf(v.y) * up.y);
     } else if (EPILOGUE == kScaleAdd) {
       const float w = args.routeWeights[token];
@@ -315,6 +302,81 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
       const float w = args.routeWeights[token];
       *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + (size_t)args.slots[token] * m + row) =
           make_float2(w * v.x, w * v.y);
+    }
+  };
+  for (int idx = thread; idx < BN * pairsPerToken; idx += kThreads) {
+    const int n = idx / pairsPerToken;
+    const int o = 2 * (idx % pairsPerToken);
+    const int token = tokenBase + n;
+    const int row = outBase + o;
+    if (token >= args.count || row >= m) continue;
+    const float2 v = *reinterpret_cast<const float2*>(&tile[n * stride + o]);
+    const float2 up = silu ? *reinterpret_cast<const float2*>(&tile[n * stride + o + rowsPerWeightTile]) : v;
+    if (args.splits > 1) {
+      // Split-k: plain f32 partials; the last split of the tile sums them.
+      float* p = args.partial + ((size_t)split * 2 * args.count + token) * m + row;
+      *reinterpret_cast<float2*>(p) = v;
+      if (silu) *reinterpret_cast<float2*>(p + (size_t)args.count * m) = up;
+    } else {
+      finish(token, row, v, up);
+    }
+  }
+  if (args.splits == 1 || args.counters == nullptr) return;
+
+  // Split-k, in this launch: the CTA that brings the tile's last split sums
+  // every split's partials in split order (deterministic, whatever order
+  // the CTAs ran in) and applies the epilogue. The tile's counter counts
+  // arrivals and wraps back to 0 on the last (atomicInc), ready for the
+  // next launch. For few tokens this saves the `_split` launch; the host
+  // picks it (PortableKernel.sumsSplitsInKernel).
+  __threadfence();  // this thread's partials, before the CTA's arrival
+  tileSync<BARRIER>();
+  unsigned* flag = reinterpret_cast<unsigned*>(tile);  // the tile's values are all stored
+  if (thread == 0) {
+    const unsigned arrived = atomicInc(args.counters + blockIdx.x + blockIdx.y * gridDim.x, unsigned(args.splits - 1));
+    *flag = arrived == unsigned(args.splits - 1);
+  }
+  tileSync<BARRIER>();
+  if (*flag == 0) return;
+  __threadfence();  // the other splits' partials, after their arrivals
+  // U pairs per thread at a time, so that U loads (2U in the SiLU mode) of
+  // each split are in flight together.
+  constexpr int U = 4;
+  for (int first = thread; first < BN * pairsPerToken; first += kThreads * U) {
+    float2 v[U], up[U];
+    const float* p[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int idx = first + u * kThreads;
+      const int token = tokenBase + idx / pairsPerToken;
+      const int row = outBase + 2 * (idx % pairsPerToken);
+      p[u] = idx < BN * pairsPerToken && token < args.count && row < m
+                 ? args.partial + (size_t)token * m + row
+                 : nullptr;
+      v[u] = make_float2(0.f, 0.f);
+      up[u] = v[u];
+    }
+#pragma unroll 4
+    for (int s = 0; s < args.splits; ++s) {
+      const size_t offset = (size_t)s * 2 * args.count * m;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (p[u] == nullptr) continue;
+        const float2 part = __ldcg(reinterpret_cast<const float2*>(p[u] + offset));
+        v[u].x += part.x;
+        v[u].y += part.y;
+        if (silu) {
+          const float2 partUp = __ldcg(reinterpret_cast<const float2*>(p[u] + offset + (size_t)args.count * m));
+          up[u].x += partUp.x;
+          up[u].y += partUp.y;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (p[u] == nullptr) continue;
+      const int idx = first + u * kThreads;
+      finish(tokenBase + idx / pairsPerToken, outBase + 2 * (idx % pairsPerToken), v[u], up[u]);
     }
   }
 }
@@ -346,6 +408,5 @@ __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
     }
   }
 }
-
 
 }  // namespace samoyeds
