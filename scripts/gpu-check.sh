@@ -2,6 +2,8 @@
 # Build a portable binary here, then verify and benchmark on a GPU machine.
 #
 #   scripts/gpu-check.sh build        # here (Swift toolchain): dist/samoyeds + dist/samoyeds-kernels/*.cu
+#                                     # PRECOMPILE=sm_90a also fills dist/kernel-cache with NVRTC here
+#                                     # (no GPU needed; used there when its NVRTC has the same major.minor)
 #   scripts/gpu-check.sh run [OUT]    # on the GPU machine: verify, sanitizers, bench, plot
 #
 # `run` writes OUT/verify.log, OUT/sanitizer-*.log, OUT/bench-kernel.json,
@@ -18,12 +20,19 @@ build)
   strip dist/samoyeds
   cp -R Sources/Kernels/Resources/kernels dist/samoyeds-kernels
   cp scripts/plot_kernel_bench.py dist/
+  if [ -n "${PRECOMPILE:-}" ]; then
+    dist/samoyeds compile --arch "$PRECOMPILE" --cache dist/kernel-cache
+  fi
   ls -la dist
   ;;
 run)
   out="${2:-${OUT:-out}}"
   mkdir -p "$out"
   bin=dist/samoyeds
+  # A cache filled by `build` with PRECOMPILE saves the first compile (about a minute).
+  if [ -z "${SAMOYEDS_CACHE_DIR:-}" ] && [ -d dist/kernel-cache ]; then
+    export SAMOYEDS_CACHE_DIR="$PWD/dist/kernel-cache"
+  fi
   export SAMOYEDS_CACHE_DIR="${SAMOYEDS_CACHE_DIR:-/tmp/samoyeds-cache}"
   "$bin" info | tee "$out/info.log"
   set +e

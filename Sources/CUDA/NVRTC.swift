@@ -39,6 +39,7 @@ public final class NVRTC: @unchecked Sendable {
 
   private init() throws(CUDAError) {
     let library = try OpenedLibrary(.nvrtc)
+    Self.preloadBuiltins(besides: library.name)
     func load<T>(_ name: String) throws(CUDAError) -> T { try library.symbol(name) }
     nvrtcVersion = try load("nvrtcVersion")
     nvrtcGetErrorString = try load("nvrtcGetErrorString")
@@ -54,6 +55,22 @@ public final class NVRTC: @unchecked Sendable {
     var minor: Int32 = 0
     _ = nvrtcVersion(&major, &minor)
     version = (Int(major), Int(minor))
+  }
+
+  /// NVRTC opens its builtins library (`libnvrtc-builtins.so.X.Y`) by
+  /// name when it first compiles, which the loader finds only on its own
+  /// path: a libnvrtc named by file (SAMOYEDS_LIBNVRTC, a pip wheel's lib
+  /// folder) would then fail to compile for want of its neighbour. Opening
+  /// the builtins beside it first (RTLD_GLOBAL) lets NVRTC's lookup by name
+  /// find the loaded one. Not finding any is not an error here: NVRTC then
+  /// reports it when it compiles.
+  static func preloadBuiltins(besides path: String) {
+    guard let slash = path.lastIndex(of: "/") else { return }
+    let folder = String(path[..<slash])
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+    for name in names.sorted() where name.hasPrefix("libnvrtc-builtins.so.") {
+      _ = dlopen(folder + "/" + name, RTLD_NOW | RTLD_GLOBAL)
+    }
   }
 
   func check(_ status: Status, _ api: String, log: String = "") throws(CUDAError) {
