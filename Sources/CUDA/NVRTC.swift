@@ -157,7 +157,7 @@ public enum KernelCache {
   /// matches, else compiles with NVRTC and stores the result.
   public static func cubin(
     source: String, name: String, headers: [(name: String, contents: String)] = [], architecture: String,
-    options: [String] = []
+    options: [String] = [], in folder: String = KernelCache.folder
   ) throws(CUDAError) -> (cubin: [UInt8], cached: Bool) {
     let nvrtc = try NVRTC.get()
     let key = key(

@@ -121,24 +121,27 @@ public final class KernelLibrary: @unchecked Sendable {
 
   /// The cubin of `file` for `architecture`, through the on-disk cache
   /// (the same entry whether a GPU opens it or `precompile` fills it).
-  static func cubin(of file: File, architecture: String) throws(CUDAError) -> (cubin: [UInt8], cached: Bool) {
+  static func cubin(
+    of file: File, architecture: String, cache folder: String = KernelCache.folder
+  ) throws(CUDAError) -> (cubin: [UInt8], cached: Bool) {
     let (source, headers) = try sources(of: file.name)
     return try KernelCache.cubin(
-      source: source, name: file.stem, headers: headers, architecture: architecture, options: options)
+      source: source, name: file.stem, headers: headers, architecture: architecture, options: options, in: folder)
   }
 
   /// Fills the kernel cache for `architecture` without a GPU (NVRTC only),
   /// so that a later run on a GPU of that architecture, with the same NVRTC
-  /// major.minor, loads every file instead of compiling it. Returns one
+  /// major.minor, loads every file instead of compiling it (`folder`: the
+  /// cache to fill, by default the one runs use). Returns one
   /// entry per file: its name, whether it was already cached, the cubin's
   /// size in bytes.
-  public static func precompile(architecture: String) throws(CUDAError) -> [(
+  public static func precompile(architecture: String, cache folder: String = KernelCache.folder) throws(CUDAError) -> [(
     file: String, cached: Bool, bytes: Int
   )] {
     try checkArchitecture(architecture)
     var built: [(file: String, cached: Bool, bytes: Int)] = []
     for file in files(for: architecture) {
-      let (cubin, hit) = try cubin(of: file, architecture: architecture)
+      let (cubin, hit) = try cubin(of: file, architecture: architecture, cache: folder)
       built.append((file.name, hit, cubin.count))
     }
     return built

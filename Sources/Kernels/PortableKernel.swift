@@ -449,7 +449,12 @@ public enum PortableKernel {
   /// in stream order can share one workspace.
   public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
     let (splits, _) = plan(a, context: context, tiling: tiling(a, context: context))
-    return splits > 1 ? splitCounterBytes + splits * 2 * a.count * a.weight.rows * 4 : 0
+    return splitWorkspaceBytes(a, splits: splits)
+  }
+
+  /// The workspace of a launch with `splits` splits: counters, then partials.
+  static func splitWorkspaceBytes(_ a: Arguments, splits: Int) -> Int {
+    splits > 1 ? splitCounterBytes + splits * 2 * a.count * a.weight.rows * 4 : 0
   }
 
   /// Output tiles a launch that sums its own splits may have.
@@ -496,7 +501,7 @@ public enum PortableKernel {
     }
     let rt = tiling.rowTiles
     let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
-    let needed = splits > 1 ? splitCounterBytes + splits * 2 * a.count * w.rows * 4 : 0
+    let needed = splitWorkspaceBytes(a, splits: splits)
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }

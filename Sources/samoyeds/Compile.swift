@@ -7,9 +7,6 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `samoyeds compile`: fills the kernel cache for named GPU architectures
 /// without a GPU, so that a machine with that GPU loads the kernels instead
@@ -47,12 +44,12 @@ struct Compile: ParsableCommand {
   }
 
   func run() throws {
-    if let cache { setenv("SAMOYEDS_CACHE_DIR", cache, 1) }
+    let folder = cache ?? KernelCache.folder
     let nvrtc = try NVRTC.get()
-    print("NVRTC \(nvrtc.version.major).\(nvrtc.version.minor) (\(nvrtc.path)); cache \(KernelCache.folder)")
+    print("NVRTC \(nvrtc.version.major).\(nvrtc.version.minor) (\(nvrtc.path)); cache \(folder)")
     for architecture in architectures {
       let start = ContinuousClock.now
-      let files = try KernelLibrary.precompile(architecture: architecture)
+      let files = try KernelLibrary.precompile(architecture: architecture, cache: folder)
       let elapsed = (ContinuousClock.now - start).components
       let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
       for file in files {
