@@ -25,6 +25,20 @@ public enum RouterPlacement: String, Sendable, CaseIterable {
   case device
 }
 
+/// How a GPU layer launches its routed experts.
+public enum ExpertLaunch: Sendable {
+  /// Two launches per expert with tokens, each sized from the expert's
+  /// token count (read on the host: with the GPU router, one synchronize
+  /// and an [E + 1] download per forward).
+  case perExpert
+  /// One launch per projection for all experts (`GroupedLaunch`, the
+  /// streaming kernel): the counts stay on the device, nothing waits for
+  /// the host between the router and the output. Needs `RouterPlacement
+  /// .device`; meant for decode (each launch is sized for T·topK entries).
+  /// Not yet run on a GPU.
+  case grouped
+}
+
 /// An MoE layer on the GPU, v0: every expert's weights live on the device;
 /// the router runs on the host or, with `RouterPlacement.device`, on the GPU.
 ///
@@ -72,6 +86,12 @@ public final class GPUMoELayer {
   private var scratch: Scratch?
   /// Split-k partials, grown to the largest launch seen.
   private var workspace = GrowingBuffer()
+  /// How routed experts are launched (`.grouped` only with the GPU router).
+  public var expertLaunch: ExpertLaunch = .perExpert
+  /// The experts' weight tables for grouped launches, made on first use.
+  private var groupTables: (gate: GroupedLaunch.WeightTable, up: GroupedLaunch.WeightTable, down: GroupedLaunch.WeightTable)?
+  /// Grouped scratch: intermediate [T·topK, ffn] and identity [T·topK], by entry count.
+  private var groupScratch: (entries: Int, intermediate: DeviceBuffer, identity: DeviceBuffer)?
 
   /// Checks, packs (`pack(_:dtype:)`) and uploads every expert of `weights`;
   /// with `router: .device` also the router weight (`GPURouter`).
@@ -193,6 +213,13 @@ public final class GPUMoELayer {
           weights: try words(upload.weights, n), outputSlots: try words(upload.outputSlots, n), identity: identity,
           sharedScale: sharedScale)
       }
+    } else if let deviceRouter, expertLaunch == .grouped {
+      // The counts stay on the device: no synchronize until the output.
+      let plan = try cuda { () throws(CUDAError) in try deviceRouter.route(x: s.x, tokens: tokens) }
+      let output = try cuda { () throws(CUDAError) in
+        try launchGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale)
+      }
+      return (output, plan)
     } else if let deviceRouter {
       let plan = try cuda { () throws(CUDAError) in try deviceRouter.route(x: s.x, tokens: tokens) }
       // The launch loop sizes each expert's grid from its token count: one
@@ -216,7 +243,6 @@ public final class GPUMoELayer {
     let context = session.context
     let stream = session.stream
     let tokens = s.tokens
-    let hidden = config.hiddenSize
     func entries(_ buffer: DeviceBuffer, _ range: Range<Int>) throws(CUDAError) -> DeviceBuffer {
       try buffer.view(offset: range.lowerBound * 4, byteCount: range.count * 4)
     }
@@ -239,18 +265,7 @@ public final class GPUMoELayer {
           x: s.intermediate, tokens: count, rows: try entries(lists.identity, 0..<count), count: count,
           output: s.slots))
     }
-    var sharedLaunches: [PortableKernel.Arguments] = []
-    if let shared, let scale = lists.sharedScale {
-      let all = lists.identity
-      sharedLaunches.append(
-        PortableKernel.Arguments(
-          weight: shared.gate, epilogue: .siluMul(up: shared.up), x: s.x, tokens: tokens, rows: all, count: tokens,
-          output: s.intermediate))
-      sharedLaunches.append(
-        PortableKernel.Arguments(
-          weight: shared.down, epilogue: .scaleAdd(routeWeights: scale), x: s.intermediate,
-          tokens: tokens, rows: all, count: tokens, output: s.out))
-    }
+    let sharedLaunches = sharedLaunches(s, identity: lists.identity, sharedScale: lists.sharedScale)
     let workspaceBytes = (routed + sharedLaunches).map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0
     let workspace = try self.workspace.atLeast(workspaceBytes, context: context, zeroedOn: stream)
 
@@ -260,16 +275,85 @@ public final class GPUMoELayer {
     for arguments in routed {
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)
     }
+    return try combineAndShared(s, sharedLaunches: sharedLaunches, workspace: workspace)
+  }
+
+  /// The shared expert's launches on all T rows (gate/up with `.siluMul`,
+  /// down with `.scaleAdd` by the per-token scale), when the layer has one.
+  private func sharedLaunches(_ s: Scratch, identity: DeviceBuffer, sharedScale: DeviceBuffer?) -> [PortableKernel.Arguments] {
+    guard let shared, let scale = sharedScale else { return [] }
+    let tokens = s.tokens
+    return [
+      PortableKernel.Arguments(
+        weight: shared.gate, epilogue: .siluMul(up: shared.up), x: s.x, tokens: tokens, rows: identity, count: tokens,
+        output: s.intermediate),
+      PortableKernel.Arguments(
+        weight: shared.down, epilogue: .scaleAdd(routeWeights: scale), x: s.intermediate, tokens: tokens,
+        rows: identity, count: tokens, output: s.out),
+    ]
+  }
+
+  /// Steps 4-6 after the routed experts filled the slots: combine into out,
+  /// the shared expert's launches, synchronize and download out [T, hidden].
+  private func combineAndShared(
+    _ s: Scratch, sharedLaunches: [PortableKernel.Arguments], workspace: DeviceBuffer?
+  ) throws(CUDAError) -> [Float] {
+    let stream = session.stream
     try PortableKernel.combine(
-      slots: s.slots, into: s.out, tokens: tokens, topK: config.topK, hidden: hidden, library: session.library,
-      stream: stream)
+      slots: s.slots, into: s.out, tokens: s.tokens, topK: config.topK, hidden: config.hiddenSize,
+      library: session.library, stream: stream)
     for arguments in sharedLaunches {
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)
     }
     // The download is a synchronous copy on the legacy stream, which does
     // not wait for this non-blocking stream: synchronize first.
     try stream.synchronize()
-    return try s.out.download(Float.self, count: tokens * hidden)
+    return try s.out.download(Float.self, count: s.tokens * config.hiddenSize)
+  }
+
+  /// Steps 3-6 with grouped launches (`ExpertLaunch.grouped`): gate/up for
+  /// every expert in one launch into the intermediate [T·topK, ffn] (entry
+  /// j's row j), down for every expert in one launch into the slots, both
+  /// reading the plan's expert offsets on the device; then as `launch`.
+  private func launchGrouped(
+    _ s: Scratch, plan: MoERouting.DevicePlan, identity: DeviceBuffer, sharedScale: DeviceBuffer?
+  ) throws(CUDAError) -> [Float] {
+    let context = session.context
+    let stream = session.stream
+    let entries = s.tokens * config.topK
+    if groupTables == nil {
+      groupTables = (
+        try GroupedLaunch.WeightTable(experts.map(\.gate), context: context),
+        try GroupedLaunch.WeightTable(experts.map(\.up), context: context),
+        try GroupedLaunch.WeightTable(experts.map(\.down), context: context)
+      )
+    }
+    guard let tables = groupTables else { throw .invalidArgument("no weight tables") }
+    if groupScratch?.entries != entries {
+      groupScratch = nil
+      let ffn = config.expertIntermediateSize
+      groupScratch = (
+        entries, try DeviceBuffer(context: context, byteCount: max(entries * ffn * 2, 16)),
+        try DeviceBuffer(context: context, copying: (0..<max(entries, 1)).map { Int32($0) })
+      )
+    }
+    guard let g = groupScratch else { throw .invalidArgument("no grouped scratch") }
+    let gateUp = GroupedLaunch.Arguments(
+      weights: tables.gate, epilogue: .siluMul(up: tables.up), x: s.x, tokens: s.tokens, rows: plan.tokenIndices,
+      offsets: plan.expertOffsets, maxEntries: entries, output: g.intermediate)
+    let down = GroupedLaunch.Arguments(
+      weights: tables.down, epilogue: .scaleToSlots(routeWeights: plan.weights, slots: plan.outputSlots),
+      x: g.intermediate, tokens: entries, rows: g.identity, offsets: plan.expertOffsets, maxEntries: entries,
+      output: s.slots)
+    let shared = sharedLaunches(s, identity: identity, sharedScale: sharedScale)
+    let workspaceBytes = max(
+      GroupedLaunch.workspaceBytes(gateUp, context: context), GroupedLaunch.workspaceBytes(down, context: context),
+      shared.map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0)
+    let workspace = try self.workspace.atLeast(workspaceBytes, context: context, zeroedOn: stream)
+    try s.slots.fill(byte: 0, on: stream)
+    try GroupedLaunch.run(gateUp, workspace: workspace, library: session.library, stream: stream)
+    try GroupedLaunch.run(down, workspace: workspace, library: session.library, stream: stream)
+    return try combineAndShared(s, sharedLaunches: shared, workspace: workspace)
   }
 
   /// Device buffers of one token count T.

@@ -224,8 +224,9 @@ public enum PortableKernel {
 
   /// The most k32 chunks one streaming CTA stages, so that two CTAs share
   /// an SM (an even number: metadata comes in chunk pairs).
-  static func streamMaxChunks(context: CUDAContext) -> Int {
-    let perCTA = min(context.maxSharedMemoryPerBlockOptin, context.maxSharedMemoryPerMultiprocessor / 2 - 1024)
+  /// `reserved`: the kernel's static shared memory (the grouped entry's).
+  static func streamMaxChunks(context: CUDAContext, reserved: Int = 0) -> Int {
+    let perCTA = min(context.maxSharedMemoryPerBlockOptin, context.maxSharedMemoryPerMultiprocessor / 2 - 1024) - reserved
     let chunks = (perCTA - streamRingBytes - 128) / (streamTokenTile * (32 + 8) * 2)
     return max(2, chunks - chunks % 2)
   }
@@ -517,14 +518,7 @@ public enum PortableKernel {
     try kernel.setMaxDynamicSharedMemory(shared)
 
     var bytes = ArgumentBytes()
-    func weightArgs(_ weight: GPUSparseWeight) {
-      bytes.pointer(weight.fragments.address)
-      bytes.pointer(weight.metadata.address)
-      bytes.pointer(weight.selection.address)
-      bytes.int32(weight.condensedRows)
-      bytes.int32(weight.rows)
-    }
-    weightArgs(w)
+    bytes.weightArgs(w)
     var upWeight = w
     var routeWeights: CUdeviceptr = 0
     var slots: CUdeviceptr = 0
@@ -536,7 +530,7 @@ public enum PortableKernel {
       routeWeights = r.address
       slots = s.address
     }
-    weightArgs(upWeight)
+    bytes.weightArgs(upWeight)
     bytes.pointer(a.x.address)
     bytes.pointer(a.rows.address)
     bytes.pointer(routeWeights)
@@ -629,5 +623,15 @@ struct ArgumentBytes {
   mutating func int32(_ value: Int) {
     align(4)
     withUnsafeBytes(of: Int32(truncatingIfNeeded: value)) { bytes += $0 }
+  }
+
+  /// A kernel's `WeightArgs`: fragments, metadata, selections, condensed
+  /// rows, rows (32 bytes).
+  mutating func weightArgs(_ weight: GPUSparseWeight) {
+    pointer(weight.fragments.address)
+    pointer(weight.metadata.address)
+    pointer(weight.selection.address)
+    int32(weight.condensedRows)
+    int32(weight.rows)
   }
 }

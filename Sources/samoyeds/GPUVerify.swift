@@ -187,11 +187,13 @@ struct GPUVerifier {
     var skewed = false
     /// Where the layer routes; `.device` runs on `ExactLogits` inputs.
     var router: RouterPlacement = .host
+    /// One launch per projection for all experts (with the GPU router).
+    var launch: ExpertLaunch = .perExpert
 
-    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" / " device-router".
+    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" / " device-router" / " grouped".
     var description: String {
       "gpu moe layer \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
-        + (router == .device ? " device-router" : "")
+        + (router == .device ? " device-router" : "") + (launch == .grouped ? " grouped" : "")
     }
   }
 
@@ -210,7 +212,17 @@ struct GPUVerifier {
     let device = Presets.mini.flatMap { config in
       [false, true].map { LayerCase(config: config, tokens: 77, skewed: $0, router: .device) }
     }
-    return host + device
+    // Grouped launches (decode sizes, an expert without tokens at T = 1,
+    // skew, fp16, and T = 77 for many tiles per expert).
+    let grouped = Presets.mini.flatMap { config in
+      [1, 3, 16].map { LayerCase(config: config, tokens: $0, router: .device, launch: .grouped) }
+        + [
+          LayerCase(config: config, tokens: 16, skewed: true, router: .device, launch: .grouped),
+          LayerCase(config: config, tokens: 16, dtype: .fp16, router: .device, launch: .grouped),
+          LayerCase(config: config, tokens: 77, router: .device, launch: .grouped),
+        ]
+    }
+    return host + device + grouped
   }
 
   /// One GPU router case: `GPURouter`'s plan against `CPUMoELayer.route` on
@@ -340,6 +352,7 @@ struct GPUVerifier {
     let (sparse, _) = try weights.pruned(pattern: .default, storage: c.dtype)
     let expected = try CPUMoELayer.forward(x, weights: sparse)
     let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
+    layer.expertLaunch = c.launch
     let first = try layer.forward(x)
     let second = try layer.forward(x)
     let repeatable =

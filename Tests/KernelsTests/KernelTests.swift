@@ -95,11 +95,12 @@ import Foundation
       let prefix = name.split(separator: "_").prefix(3).joined(separator: "_")
       #expect(hopper.contains("SAMOYEDS_SM90_EPILOGUES(\(prefix),"), "\(name): no \(prefix) in dual_sparse_gemm_sm90.cu")
     }
-    // Per dtype, pattern and epilogue: rt1, rt2, split, stream (+ bn32, rt2x2
-    // for 1:2); then logits (bf16, fp16), select, scan and scatter; then sm90.
+    // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped
+    // (+ bn32, rt2x2 for 1:2); then logits (bf16, fp16), select, scan and
+    // scatter; then sm90.
     #expect(
       KernelLibrary.entryPoints.count
-        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 4 + 2 * 4 * 2 + 5
+        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 2 + 5
         + 2 * PortableKernel.supportedPatterns.count * 4)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
@@ -244,6 +245,32 @@ import Foundation
               if chunks >= 2 && maxChunks < Int.max { #expect(perSplit <= max(maxChunks, 2), "\(label)") }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+/// The grouped launch's grid: enough 16-token tiles for any split of the
+/// entries among the experts, splits that fill the GPU without passing the
+/// shared-memory limit, whole chunk pairs.
+@Suite struct GroupedPlanning {
+  @Test func tilesCoverEveryRoutingAndSplitsCoverK() {
+    for (experts, entries) in [(8, 2), (8, 32), (60, 8), (64, 96), (128, 8), (8, 1000)] {
+      for (m, k) in [(14336, 4096), (4096, 14336), (1408, 2048), (2048, 1408)] {
+        for twoWeights in [false, true] {
+          let p = GroupedLaunch.plan(
+            experts: experts, rows: m, columns: k, condensedRows: m / 2, maxEntries: entries, twoWeights: twoWeights,
+            multiprocessors: 132, maxChunksPerSplit: 60)
+          let label = "E=\(experts) entries=\(entries) \(m)x\(k) silu=\(twoWeights)"
+          // The worst case: every expert's last tile partial.
+          let active = min(experts, entries)
+          #expect(p.tiles >= entries / 16 + active, "\(label)")
+          // The tiles of a routing where each of `active` experts takes one entry, the rest one expert.
+          #expect(p.tiles >= (active - 1) + (entries - (active - 1) + 15) / 16, "\(label)")
+          #expect(p.chunksPerSplit % 2 == 0 && p.chunksPerSplit <= max(60, 2), "\(label)")
+          #expect(p.splits * p.chunksPerSplit >= k / 32 && (p.splits - 1) * p.chunksPerSplit < k / 32, "\(label)")
+          #expect(p.rowBlocks * (twoWeights ? 4 : 8) * 16 >= m / 2, "\(label)")
         }
       }
     }

@@ -1,0 +1,247 @@
+import CUDA
+import SamoyedsFormat
+
+/// Every expert of one projection in one launch of the streaming kernel
+/// (`<name>_stream_grouped`, the decode path): the CTAs find their expert
+/// and token tile from the routing plan's expert offsets on the device, so
+/// the host needs no token counts, issues no synchronize, and the launch can
+/// be captured in a CUDA graph. The grid covers an upper bound of the
+/// experts' token tiles (`maxEntries`, e.g. T·topK); CTAs past the last tile
+/// return at once.
+///
+/// Not yet run on a GPU (written after the session's GPU time was spent);
+/// `GPUMoELayer` uses it only when asked (`ExpertLaunch.grouped`).
+public enum GroupedLaunch {
+  /// The experts' packed weights as the grouped kernels read them: a table
+  /// of `WeightArgs` (three pointers and two Int32, 32 bytes) per expert on
+  /// the device, built once.
+  public final class WeightTable: @unchecked Sendable {
+    /// The experts, in expert order; all of one shape, pattern and dtype.
+    public let weights: [GPUSparseWeight]
+    let table: DeviceBuffer
+
+    /// Uploads the table.
+    ///
+    /// - Throws: `.invalidArgument` for no weights, too many for the
+    ///   kernel's expert scan, or weights that differ in shape, pattern or
+    ///   dtype; `.driver` when the upload fails.
+    public init(_ weights: [GPUSparseWeight], context: CUDAContext) throws(CUDAError) {
+      guard let first = weights.first else { throw .invalidArgument("a grouped launch needs at least one expert") }
+      guard weights.count <= maxExperts else {
+        throw .invalidArgument("\(weights.count) experts; grouped launches take at most \(maxExperts)")
+      }
+      for w in weights
+      where w.rows != first.rows || w.columns != first.columns || w.pattern != first.pattern || w.dtype != first.dtype {
+        throw .invalidArgument(
+          "experts differ: \(w.rows)x\(w.columns) \(w.pattern) \(w.dtype) against \(first.rows)x\(first.columns) \(first.pattern) \(first.dtype)"
+        )
+      }
+      var bytes = ArgumentBytes()
+      for w in weights { bytes.weightArgs(w) }
+      self.weights = weights
+      self.table = try DeviceBuffer(context: context, copying: bytes.bytes)
+    }
+  }
+
+  /// Experts a grouped launch takes (`kMaxGroupExperts`: 8 per lane of the
+  /// device's expert scan).
+  public static let maxExperts = 256
+
+  /// What the grouped launch writes, per routed entry j of expert e
+  /// (entries offsets[e] ..< offsets[e+1], in the plan's order).
+  public enum Epilogue {
+    /// `output` [maxEntries, m] bf16/fp16, row j: Y_j.
+    case store
+    /// `output` [maxEntries, m], row j: SiLU(W_e x) ⊙ (up_e x).
+    case siluMul(up: WeightTable)
+    /// `output` f32 [T·topK, m], row slots[j]: routeWeights[j] · Y_j.
+    case scaleToSlots(routeWeights: DeviceBuffer, slots: DeviceBuffer)
+
+    var name: String {
+      switch self {
+      case .store: "store"
+      case .siluMul: "silu"
+      case .scaleToSlots: "slots"
+      }
+    }
+  }
+
+  /// One grouped launch.
+  public struct Arguments {
+    public var weights: WeightTable
+    public var epilogue: Epilogue
+    /// bf16/fp16 [tokens, k]: the rows entries read.
+    public var x: DeviceBuffer
+    public var tokens: Int
+    /// Int32 [maxEntries]: entry j reads row rows[j] of x.
+    public var rows: DeviceBuffer
+    /// Int32 [experts + 1] on the device: expert e's entries.
+    public var offsets: DeviceBuffer
+    /// An upper bound of offsets[experts] (T·topK for a routing plan).
+    public var maxEntries: Int
+    public var output: DeviceBuffer
+
+    public init(
+      weights: WeightTable, epilogue: Epilogue, x: DeviceBuffer, tokens: Int, rows: DeviceBuffer,
+      offsets: DeviceBuffer, maxEntries: Int, output: DeviceBuffer
+    ) {
+      self.weights = weights
+      self.epilogue = epilogue
+      self.x = x
+      self.tokens = tokens
+      self.rows = rows
+      self.offsets = offsets
+      self.maxEntries = maxEntries
+      self.output = output
+    }
+  }
+
+  /// Static shared memory of a grouped CTA (the narrowed arguments and the
+  /// token tile, `__shared__` in the entry point), within 256 bytes.
+  static let staticSharedBytes = 256
+
+  /// The launch's grid and split-k.
+  struct Plan: Equatable {
+    /// Upper bound of the experts' 16-token tiles: grid.x.
+    var tiles: Int
+    var rowBlocks: Int
+    var splits: Int
+    var chunksPerSplit: Int
+  }
+
+  /// Grid and splits: tiles ≤ ceil(maxEntries / 16) + min(experts,
+  /// maxEntries) (each expert's last tile may be partial); k is split so
+  /// that the CTAs of min(experts, maxEntries) tiles fill about two per SM,
+  /// and so that a split's token rows fit in shared memory. The splits are
+  /// always summed in the launch (each tile's last split), within the
+  /// workspace's counters.
+  static func plan(
+    experts: Int, rows m: Int, columns k: Int, condensedRows: Int, maxEntries: Int, twoWeights: Bool,
+    multiprocessors: Int, maxChunksPerSplit: Int
+  ) -> Plan {
+    let bn = PortableKernel.streamTokenTile
+    let tiles = max(1, (maxEntries + bn - 1) / bn + min(experts, maxEntries))
+    let warpsPerWeight = twoWeights ? PortableKernel.warps / 2 : PortableKernel.warps
+    let rowBlocks = ((condensedRows + 15) / 16 + warpsPerWeight - 1) / warpsPerWeight
+    let chunks = k / 32
+    let active = max(1, min(experts, maxEntries)) * rowBlocks
+    var splits = max(1, min(4, 2 * multiprocessors / active, chunks / 2))
+    if chunks > maxChunksPerSplit { splits = max(splits, (chunks + maxChunksPerSplit - 1) / maxChunksPerSplit) }
+    var perSplit = (chunks + splits - 1) / splits
+    perSplit = max(2, (perSplit + 1) / 2 * 2)
+    return Plan(tiles: tiles, rowBlocks: rowBlocks, splits: (chunks + perSplit - 1) / perSplit, chunksPerSplit: perSplit)
+  }
+
+  static func plan(_ a: Arguments, context: CUDAContext) -> Plan {
+    let w = a.weights.weights[0]
+    let twoWeights: Bool
+    if case .siluMul = a.epilogue { twoWeights = true } else { twoWeights = false }
+    return plan(
+      experts: a.weights.weights.count, rows: w.rows, columns: w.columns, condensedRows: w.condensedRows,
+      maxEntries: a.maxEntries, twoWeights: twoWeights, multiprocessors: context.multiprocessorCount,
+      maxChunksPerSplit: PortableKernel.streamMaxChunks(context: context, reserved: staticSharedBytes))
+  }
+
+  /// Scratch bytes `run` needs: as `PortableKernel.workspaceBytes`, the
+  /// counters (zero when first used) then the partials of every entry.
+  public static func workspaceBytes(_ a: Arguments, context: CUDAContext) -> Int {
+    let p = plan(a, context: context)
+    return p.splits > 1
+      ? PortableKernel.splitCounterBytes + p.splits * 2 * a.maxEntries * a.weights.weights[0].rows * 4 : 0
+  }
+
+  /// Checks what the kernel cannot check: buffer sizes, the shared shape.
+  public static func canImplement(_ a: Arguments) throws(CUDAError) {
+    let w = a.weights.weights[0]
+    guard PortableKernel.tokenTile(w.pattern) != nil else {
+      throw .invalidArgument("pattern \(w.pattern) has no GPU kernel")
+    }
+    guard w.dtype == .bf16 || w.dtype == .fp16 else { throw .invalidArgument("weights must be bf16 or fp16") }
+    guard a.maxEntries >= 0, a.tokens >= 0 else { throw .invalidArgument("negative token or entry count") }
+    guard a.x.byteCount >= a.tokens * w.columns * 2 else {
+      throw .invalidArgument("x holds \(a.x.byteCount) bytes, [\(a.tokens), \(w.columns)] needs \(a.tokens * w.columns * 2)")
+    }
+    guard a.rows.byteCount >= a.maxEntries * 4 else { throw .invalidArgument("rows holds fewer than \(a.maxEntries) entries") }
+    guard a.offsets.byteCount >= (a.weights.weights.count + 1) * 4 else {
+      throw .invalidArgument("offsets holds fewer than \(a.weights.weights.count + 1) entries")
+    }
+    switch a.epilogue {
+    case .store:
+      guard a.output.byteCount >= a.maxEntries * w.rows * 2 else { throw .invalidArgument("output too small") }
+    case .siluMul(let up):
+      let u = up.weights[0]
+      guard up.weights.count == a.weights.weights.count, u.rows == w.rows, u.columns == w.columns,
+        u.pattern == w.pattern, u.dtype == w.dtype
+      else { throw .invalidArgument("gate and up tables differ in experts, shape, pattern or dtype") }
+      guard a.output.byteCount >= a.maxEntries * w.rows * 2 else { throw .invalidArgument("output too small") }
+    case .scaleToSlots(let routeWeights, let slots):
+      guard routeWeights.byteCount >= a.maxEntries * 4, slots.byteCount >= a.maxEntries * 4 else {
+        throw .invalidArgument("fewer routing weights or slots than entries")
+      }
+      guard a.output.byteCount >= a.maxEntries * w.rows * 4 else { throw .invalidArgument("output too small") }
+    }
+  }
+
+  /// Launches on `stream`; `workspace` must hold `workspaceBytes` bytes,
+  /// its counters zeroed when it was allocated.
+  public static func run(
+    _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
+  ) throws(CUDAError) {
+    try canImplement(a)
+    if a.maxEntries == 0 { return }
+    let w = a.weights.weights[0]
+    let p = plan(a, context: library.context)
+    let needed = workspaceBytes(a, context: library.context)
+    guard (workspace?.byteCount ?? 0) >= needed else {
+      throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, the grouped launch needs \(needed)")
+    }
+    guard p.splits == 1 || p.tiles * p.rowBlocks <= PortableKernel.splitCounterCapacity else {
+      throw .invalidArgument(
+        "\(p.tiles * p.rowBlocks) output tiles with split-k exceed the \(PortableKernel.splitCounterCapacity) counters")
+    }
+    let kernel = try library.function(
+      "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)_stream_grouped")
+    let shared = PortableKernel.streamSharedBytes(chunks: p.chunksPerSplit, pattern: w.pattern)
+    guard shared + staticSharedBytes <= library.context.maxSharedMemoryPerBlockOptin else {
+      throw .invalidArgument("\(shared) bytes of shared memory exceed the device's limit")
+    }
+    try kernel.setMaxDynamicSharedMemory(shared)
+
+    // GemmArgs: w0/w1 come from the tables per CTA; the fields here are the
+    // launch's (x, all entries' index lists, outputs, k, splits).
+    var bytes = ArgumentBytes()
+    bytes.weightArgs(w)
+    bytes.weightArgs(w)
+    var routeWeights: CUdeviceptr = 0
+    var slots: CUdeviceptr = 0
+    if case .scaleToSlots(let r, let s) = a.epilogue {
+      routeWeights = r.address
+      slots = s.address
+    }
+    bytes.pointer(a.x.address)
+    bytes.pointer(a.rows.address)
+    bytes.pointer(routeWeights)
+    bytes.pointer(slots)
+    bytes.int32(a.maxEntries)  // each CTA narrows count to its expert's
+    bytes.int32(w.columns)
+    bytes.int32(w.pattern.vectorLength / 32)
+    bytes.int32(p.chunksPerSplit)
+    bytes.int32(p.splits)
+    bytes.pointer(a.output.address)
+    let base = workspace?.address ?? 0
+    bytes.pointer(p.splits > 1 ? base + CUdeviceptr(PortableKernel.splitCounterBytes) : 0)
+    bytes.pointer(p.splits > 1 ? base : 0)
+    var group = ArgumentBytes()
+    group.pointer(a.offsets.address)
+    group.pointer(a.weights.table.address)
+    if case .siluMul(let up) = a.epilogue { group.pointer(up.table.address) } else { group.pointer(0) }
+    group.int32(a.weights.weights.count)
+    group.align(8)
+    var arguments = KernelArguments()
+    arguments.append(bytes: bytes.bytes)
+    arguments.append(bytes: group.bytes)
+    try kernel.launch(
+      grid: (p.tiles, p.rowBlocks, p.splits), block: (PortableKernel.threads, 1, 1), sharedMemoryBytes: shared,
+      stream: stream, arguments: arguments)
+  }
+}
