@@ -110,6 +110,56 @@ public final class CUDAStream: @unchecked Sendable {
   public var handle: OpaquePointer { stream }
 }
 
+/// Work captured from a stream once (`capture`) and replayed as one unit
+/// (`launch`): kernel launches, copies and fills with their arguments, so a
+/// replay costs one launch instead of one per operation and needs no host
+/// work in between. Every buffer the captured work touches must outlive
+/// the graph and keep its address.
+public final class CUDAGraph: @unchecked Sendable {
+  let context: CUDAContext
+  let exec: CUgraphExec
+
+  /// Records what `body` enqueues on `stream` (nothing runs), then
+  /// instantiates it. Capture is thread-local: a call in `body` that would
+  /// synchronize or allocate is an error (the capture is then discarded),
+  /// not a silent break of the graph.
+  public static func capture(
+    on stream: CUDAStream, _ body: () throws(CUDAError) -> Void
+  ) throws(CUDAError) -> CUDAGraph {
+    let context = stream.context
+    let api = context.api
+    try context.makeCurrent()
+    try api.check(api.cuStreamBeginCapture(stream.stream, 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */), "cuStreamBeginCapture")
+    var graph: CUgraph? = nil
+    do {
+      try body()
+    } catch {
+      _ = api.cuStreamEndCapture(stream.stream, &graph)
+      if let graph { _ = api.cuGraphDestroy(graph) }
+      throw error
+    }
+    try api.check(api.cuStreamEndCapture(stream.stream, &graph), "cuStreamEndCapture")
+    guard let graph else { throw .unavailable("cuStreamEndCapture returned no graph") }
+    defer { _ = api.cuGraphDestroy(graph) }
+    var exec: CUgraphExec? = nil
+    try api.check(api.cuGraphInstantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags")
+    guard let exec else { throw .unavailable("cuGraphInstantiateWithFlags returned no executable graph") }
+    return CUDAGraph(context: context, exec: exec)
+  }
+
+  private init(context: CUDAContext, exec: CUgraphExec) {
+    self.context = context
+    self.exec = exec
+  }
+
+  deinit { _ = context.api.cuGraphExecDestroy(exec) }
+
+  /// Enqueues one replay on `stream`.
+  public func launch(on stream: CUDAStream) throws(CUDAError) {
+    try context.api.check(context.api.cuGraphLaunch(exec, stream.stream), "cuGraphLaunch")
+  }
+}
+
 /// A timing event.
 public final class CUDAEvent: @unchecked Sendable {
   let context: CUDAContext

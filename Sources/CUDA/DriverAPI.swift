@@ -8,6 +8,8 @@ public typealias CUmodule = OpaquePointer
 public typealias CUfunction = OpaquePointer
 public typealias CUstream = OpaquePointer
 public typealias CUevent = OpaquePointer
+public typealias CUgraph = OpaquePointer
+public typealias CUgraphExec = OpaquePointer
 /// A device address.
 public typealias CUdeviceptr = UInt64
 
@@ -51,6 +53,12 @@ final class DriverAPI: @unchecked Sendable {
   let cuEventRecord: @convention(c) (CUevent?, CUstream?) -> Status
   let cuEventSynchronize: @convention(c) (CUevent?) -> Status
   let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, CUevent?, CUevent?) -> Status
+  let cuStreamBeginCapture: @convention(c) (CUstream?, Int32) -> Status
+  let cuStreamEndCapture: @convention(c) (CUstream?, UnsafeMutablePointer<CUgraph?>) -> Status
+  let cuGraphInstantiate: @convention(c) (UnsafeMutablePointer<CUgraphExec?>, CUgraph?, UInt64) -> Status
+  let cuGraphLaunch: @convention(c) (CUgraphExec?, CUstream?) -> Status
+  let cuGraphExecDestroy: @convention(c) (CUgraphExec?) -> Status
+  let cuGraphDestroy: @convention(c) (CUgraph?) -> Status
   let cuGetErrorName: @convention(c) (Status, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Status
   let cuGetErrorString: @convention(c) (Status, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Status
 
@@ -103,6 +111,12 @@ final class DriverAPI: @unchecked Sendable {
     cuEventRecord = try load("cuEventRecord")
     cuEventSynchronize = try load("cuEventSynchronize")
     cuEventElapsedTime = try load("cuEventElapsedTime_v2", "cuEventElapsedTime")
+    cuStreamBeginCapture = try load("cuStreamBeginCapture_v2")
+    cuStreamEndCapture = try load("cuStreamEndCapture")
+    cuGraphInstantiate = try load("cuGraphInstantiateWithFlags")
+    cuGraphLaunch = try load("cuGraphLaunch")
+    cuGraphExecDestroy = try load("cuGraphExecDestroy")
+    cuGraphDestroy = try load("cuGraphDestroy")
     cuGetErrorName = try load("cuGetErrorName")
     cuGetErrorString = try load("cuGetErrorString")
     try check(cuInit(0), "cuInit")

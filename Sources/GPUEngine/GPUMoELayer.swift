@@ -91,7 +91,7 @@ public final class GPUMoELayer {
   /// The experts' weight tables for grouped launches, made on first use.
   private var groupTables: (gate: GroupedLaunch.WeightTable, up: GroupedLaunch.WeightTable, down: GroupedLaunch.WeightTable)?
   /// Grouped scratch: intermediate [T·topK, ffn] and identity [T·topK], by entry count.
-  private var groupScratch: (entries: Int, intermediate: DeviceBuffer, identity: DeviceBuffer)?
+  var groupScratch: (entries: Int, intermediate: DeviceBuffer, identity: DeviceBuffer)?
 
   /// Checks, packs (`pack(_:dtype:)`) and uploads every expert of `weights`;
   /// with `router: .device` also the router weight (`GPURouter`).
@@ -298,6 +298,17 @@ public final class GPUMoELayer {
   private func combineAndShared(
     _ s: Scratch, sharedLaunches: [PortableKernel.Arguments], workspace: DeviceBuffer?
   ) throws(CUDAError) -> [Float] {
+    try enqueueCombineAndShared(s, sharedLaunches: sharedLaunches, workspace: workspace)
+    // The download is a synchronous copy on the legacy stream, which does
+    // not wait for this non-blocking stream: synchronize first.
+    try session.stream.synchronize()
+    return try s.out.download(Float.self, count: s.tokens * config.hiddenSize)
+  }
+
+  /// Enqueues the combine into out and the shared expert's launches.
+  private func enqueueCombineAndShared(
+    _ s: Scratch, sharedLaunches: [PortableKernel.Arguments], workspace: DeviceBuffer?
+  ) throws(CUDAError) {
     let stream = session.stream
     try PortableKernel.combine(
       slots: s.slots, into: s.out, tokens: s.tokens, topK: config.topK, hidden: config.hiddenSize,
@@ -305,10 +316,6 @@ public final class GPUMoELayer {
     for arguments in sharedLaunches {
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)
     }
-    // The download is a synchronous copy on the legacy stream, which does
-    // not wait for this non-blocking stream: synchronize first.
-    try stream.synchronize()
-    return try s.out.download(Float.self, count: s.tokens * config.hiddenSize)
   }
 
   /// Steps 3-6 with grouped launches (`ExpertLaunch.grouped`): gate/up for
@@ -318,6 +325,17 @@ public final class GPUMoELayer {
   private func launchGrouped(
     _ s: Scratch, plan: MoERouting.DevicePlan, identity: DeviceBuffer, sharedScale: DeviceBuffer?
   ) throws(CUDAError) -> [Float] {
+    _ = try enqueueGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale)
+    try session.stream.synchronize()
+    return try s.out.download(Float.self, count: s.tokens * config.hiddenSize)
+  }
+
+  /// Enqueues steps 3-5 with grouped launches (no synchronize, no host
+  /// work between the operations); returns the device buffers they use
+  /// beyond `s` and `plan` (a captured graph keeps them alive).
+  func enqueueGrouped(
+    _ s: Scratch, plan: MoERouting.DevicePlan, identity: DeviceBuffer, sharedScale: DeviceBuffer?
+  ) throws(CUDAError) -> [DeviceBuffer] {
     let context = session.context
     let stream = session.stream
     let entries = s.tokens * config.topK
@@ -353,11 +371,12 @@ public final class GPUMoELayer {
     try s.slots.fill(byte: 0, on: stream)
     try GroupedLaunch.run(gateUp, workspace: workspace, library: session.library, stream: stream)
     try GroupedLaunch.run(down, workspace: workspace, library: session.library, stream: stream)
-    return try combineAndShared(s, sharedLaunches: shared, workspace: workspace)
+    try enqueueCombineAndShared(s, sharedLaunches: shared, workspace: workspace)
+    return [g.intermediate, g.identity] + (workspace.map { [$0] } ?? [])
   }
 
   /// Device buffers of one token count T.
-  private struct Scratch {
+  struct Scratch {
     let tokens: Int
     /// [T, hidden] bf16/fp16.
     let x: DeviceBuffer
@@ -371,7 +390,7 @@ public final class GPUMoELayer {
     let out: DeviceBuffer
   }
 
-  private func scratch(tokens: Int) throws(CUDAError) -> Scratch {
+  func scratch(tokens: Int) throws(CUDAError) -> Scratch {
     if let scratch, scratch.tokens == tokens { return scratch }
     scratch = nil  // free the old buffers before allocating new ones
     let context = session.context

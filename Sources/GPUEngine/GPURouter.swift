@@ -79,6 +79,14 @@ public final class GPURouter {
   /// on the session's stream; nothing is synchronized. The returned buffers
   /// are reused by the next call.
   public func route(x: DeviceBuffer, tokens: Int) throws(CUDAError) -> MoERouting.DevicePlan {
+    try routeRetaining(x: x, tokens: tokens).plan
+  }
+
+  /// `route`, also returning the scratch it used (a captured graph keeps
+  /// it alive: a later, larger call replaces it).
+  func routeRetaining(x: DeviceBuffer, tokens: Int) throws(CUDAError) -> (
+    plan: MoERouting.DevicePlan, scratch: DeviceBuffer?
+  ) {
     let problem = Self.problem(config: config, tokens: tokens, dtype: dtype)
     try MoERouting.canImplement(problem)
     let plan = try planBuffers(tokens: tokens)
@@ -87,7 +95,7 @@ public final class GPURouter {
     try MoERouting.run(
       MoERouting.Arguments(problem: problem, x: x, router: weight, plan: plan), workspace: scratch,
       library: session.library, stream: session.stream)
-    return plan
+    return (plan, scratch)
   }
 
   /// Synchronizes the stream and downloads `plan` (routed for `tokens`

@@ -189,11 +189,15 @@ struct GPUVerifier {
     var router: RouterPlacement = .host
     /// One launch per projection for all experts (with the GPU router).
     var launch: ExpertLaunch = .perExpert
+    /// Captured once as a CUDA graph (`captureDecode`) and replayed.
+    var graph = false
 
-    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" / " device-router" / " grouped".
+    /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" /
+    /// " device-router" / " grouped" / " decode-graph".
     var description: String {
       "gpu moe layer \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
         + (router == .device ? " device-router" : "") + (launch == .grouped ? " grouped" : "")
+        + (graph ? " decode-graph" : "")
     }
   }
 
@@ -222,7 +226,12 @@ struct GPUVerifier {
           LayerCase(config: config, tokens: 77, router: .device, launch: .grouped),
         ]
     }
-    return host + device + grouped
+    // Decode graphs, where the layer can be captured (not with a shared
+    // expert's sigmoid gate, computed on the host).
+    let graphs = Presets.mini.filter { $0.sharedExpert?.gate != .sigmoid }.flatMap { config in
+      [1, 3, 16].map { LayerCase(config: config, tokens: $0, router: .device, launch: .grouped, graph: true) }
+    }
+    return host + device + grouped + graphs
   }
 
   /// One GPU router case: `GPURouter`'s plan against `CPUMoELayer.route` on
@@ -353,6 +362,20 @@ struct GPUVerifier {
     let expected = try CPUMoELayer.forward(x, weights: sparse)
     let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
     layer.expertLaunch = c.launch
+    if c.graph {
+      // Two replays on the same input must agree bitwise and match the CPU.
+      let graph = try layer.captureDecode(tokens: c.tokens)
+      try graph.setInput(x)
+      try graph.replay()
+      let first = try graph.readOutput()
+      try graph.replay()
+      let second = try graph.readOutput()
+      let repeatable = first.storage.elementsEqual(second.storage) { $0.bitPattern == $1.bitPattern }
+      report(
+        "\(c.description) seed=\(seed) (\(repeatable ? "repeatable" : "NOT repeatable"))",
+        repeatable ? relativeError(first, expected.output) : .nan, 1e-2)
+      return
+    }
     let first = try layer.forward(x)
     let second = try layer.forward(x)
     let repeatable =

@@ -1,0 +1,123 @@
+import CPUEngine
+import CUDA
+import Kernels
+import SamoyedsFormat
+import SamoyedsModel
+
+/// One forward of a GPU MoE layer for a fixed token count, captured once as
+/// a CUDA graph and replayed: the GPU router, the grouped expert launches
+/// (`ExpertLaunch.grouped`), the combine and the shared expert, with no
+/// host work or synchronize in between (issue #5's decode path).
+///
+/// The graph reads the hidden states from `input` and leaves the output in
+/// `output`; it keeps every buffer it touches alive. It shares the layer's
+/// scratch for its token count, so run a layer's graphs and forwards one at
+/// a time, from one thread.
+///
+/// Not yet run on a GPU (written after the session's GPU time was spent).
+public final class DecodeGraph {
+  public let layer: GPUMoELayer
+  public let tokens: Int
+  /// [T, hidden] bf16/fp16: the hidden states a replay reads.
+  public let input: DeviceBuffer
+  /// [T, hidden] f32: the layer output once a replay completed.
+  public let output: DeviceBuffer
+  let graph: CUDAGraph
+  /// Buffers the captured operations use (kept at their addresses).
+  let retained: [AnyObject]
+
+  init(layer: GPUMoELayer, tokens: Int, input: DeviceBuffer, output: DeviceBuffer, graph: CUDAGraph, retained: [AnyObject]) {
+    self.layer = layer
+    self.tokens = tokens
+    self.input = input
+    self.output = output
+    self.graph = graph
+    self.retained = retained
+  }
+
+  /// Enqueues one replay on the layer's session stream (returns at once).
+  public func replay() throws(GPUEngineError) {
+    try cuda { () throws(CUDAError) in try graph.launch(on: layer.session.stream) }
+  }
+
+  /// Checks x [T, hidden] as `forward` does and copies it into `input`
+  /// (stream-ordered before the next replay).
+  public func setInput(_ x: Matrix<Float>) throws(GPUEngineError) {
+    guard x.rows == tokens else {
+      throw .input(.shapeMismatch("the graph was captured for \(tokens) tokens, x has \(x.rows)"))
+    }
+    do {
+      try CPUMoELayer.checkHiddenStates(x, config: layer.config)
+    } catch {
+      throw .input(error)
+    }
+    try cuda { () throws(CUDAError) in
+      try input.upload(HalfBits.encode(x.storage, layer.dtype), on: layer.session.stream)
+    }
+  }
+
+  /// Waits for the stream and downloads the output [T, hidden].
+  public func readOutput() throws(GPUEngineError) -> Matrix<Float> {
+    var out = Matrix<Float>(rows: tokens, columns: layer.config.hiddenSize, repeating: 0)
+    out.storage = try cuda { () throws(CUDAError) in
+      try layer.session.stream.synchronize()
+      return try output.download(Float.self, count: tokens * layer.config.hiddenSize)
+    }
+    return out
+  }
+}
+
+extension GPUMoELayer {
+  /// Enqueues one forward of `tokens` tokens on hidden states already in
+  /// the scratch's x — route on the GPU, grouped expert launches, combine,
+  /// shared expert — with no synchronize and no host work between them.
+  /// Returns the scratch (x, out) and every buffer the operations use.
+  func enqueueOnDevice(
+    tokens: Int, router: GPURouter, identity: DeviceBuffer, sharedScale: DeviceBuffer?
+  ) throws(CUDAError) -> (Scratch, [AnyObject]) {
+    let s = try scratch(tokens: tokens)
+    let (plan, routerScratch) = try router.routeRetaining(x: s.x, tokens: tokens)
+    let used = try enqueueGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale)
+    var retained: [AnyObject] = [s.x, s.indices, s.intermediate, s.slots, s.out, identity]
+    retained += [plan.selectedExperts, plan.selectedWeights, plan.expertOffsets, plan.tokenIndices]
+    retained += [plan.weights, plan.outputSlots] + used
+    if let routerScratch { retained.append(routerScratch) }
+    if let sharedScale { retained.append(sharedScale) }
+    return (s, retained)
+  }
+
+  /// Captures one forward of `tokens` tokens as a graph (`DecodeGraph`).
+  /// Runs it once eagerly first, on zeroed hidden states, so that every
+  /// buffer exists before the capture.
+  ///
+  /// - Throws: `.unsupported` without the GPU router, or with a shared
+  ///   expert whose sigmoid gate is computed on the host (Qwen2-MoE);
+  ///   `.input` for tokens < 1; `.cuda` for a failed capture.
+  public func captureDecode(tokens: Int) throws(GPUEngineError) -> DecodeGraph {
+    guard tokens >= 1 else { throw .input(.shapeMismatch("a decode graph needs at least one token")) }
+    guard let deviceRouter else {
+      throw .unsupported("decode graphs route on the GPU: make the layer with router: .device")
+    }
+    if shared != nil && config.sharedExpert?.gate == .sigmoid {
+      throw .unsupported(
+        "\(config.name): the shared expert's sigmoid gate is computed on the host; decode graphs need it on the GPU")
+    }
+    let (identity, sharedScale) = try cuda { () throws(CUDAError) -> (DeviceBuffer, DeviceBuffer?) in
+      try session.context.makeCurrent()
+      let identity = try DeviceBuffer(context: session.context, copying: (0..<tokens).map { Int32($0) })
+      let scale = shared == nil ? nil : try DeviceBuffer(context: session.context, copying: [Float](repeating: 1, count: tokens))
+      try scratch(tokens: tokens).x.fill(byte: 0, on: session.stream)
+      return (identity, scale)
+    }
+    var captured: (Scratch, [AnyObject])? = nil
+    let graph = try cuda { () throws(CUDAError) -> CUDAGraph in
+      _ = try enqueueOnDevice(tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale)
+      try session.stream.synchronize()
+      return try CUDAGraph.capture(on: session.stream) { () throws(CUDAError) in
+        captured = try enqueueOnDevice(tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale)
+      }
+    }
+    guard let (s, retained) = captured else { throw .wrongResult("the capture recorded no forward") }
+    return DecodeGraph(layer: self, tokens: tokens, input: s.x, output: s.out, graph: graph, retained: retained)
+  }
+}
