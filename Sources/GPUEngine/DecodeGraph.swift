@@ -25,14 +25,31 @@ public final class DecodeGraph {
   let graph: CUDAGraph
   /// Buffers the captured operations use (kept at their addresses).
   let retained: [AnyObject]
+  /// Int32 [T] 0 … T−1 and, with a shared expert, f32 [T] ones.
+  let identity: DeviceBuffer
+  let sharedScale: DeviceBuffer?
 
-  init(layer: GPUMoELayer, tokens: Int, input: DeviceBuffer, output: DeviceBuffer, graph: CUDAGraph, retained: [AnyObject]) {
+  init(
+    layer: GPUMoELayer, tokens: Int, input: DeviceBuffer, output: DeviceBuffer, graph: CUDAGraph,
+    retained: [AnyObject], identity: DeviceBuffer, sharedScale: DeviceBuffer?
+  ) {
     self.layer = layer
     self.tokens = tokens
     self.input = input
     self.output = output
     self.graph = graph
     self.retained = retained
+    self.identity = identity
+    self.sharedScale = sharedScale
+  }
+
+  /// Enqueues the same work as `replay`, launch by launch (no graph): the
+  /// eager time of the captured forward.
+  public func enqueueEager() throws(GPUEngineError) {
+    guard let router = layer.deviceRouter else { throw .unsupported("no GPU router") }
+    _ = try cuda { () throws(CUDAError) in
+      try layer.enqueueOnDevice(tokens: tokens, router: router, identity: identity, sharedScale: sharedScale)
+    }
   }
 
   /// Enqueues one replay on the layer's session stream (returns at once).
@@ -118,6 +135,8 @@ extension GPUMoELayer {
       }
     }
     guard let (s, retained) = captured else { throw .wrongResult("the capture recorded no forward") }
-    return DecodeGraph(layer: self, tokens: tokens, input: s.x, output: s.out, graph: graph, retained: retained)
+    return DecodeGraph(
+      layer: self, tokens: tokens, input: s.x, output: s.out, graph: graph, retained: retained, identity: identity,
+      sharedScale: sharedScale)
   }
 }

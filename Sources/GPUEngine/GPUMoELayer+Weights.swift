@@ -10,6 +10,12 @@ public struct PackedExpert: Sendable {
   public var gate: PackedSparseWeight
   public var up: PackedSparseWeight
   public var down: PackedSparseWeight
+
+  public init(gate: PackedSparseWeight, up: PackedSparseWeight, down: PackedSparseWeight) {
+    self.gate = gate
+    self.up = up
+    self.down = down
+  }
 }
 
 /// One SwiGLU expert's projections on the GPU (shapes as `PackedExpert`).

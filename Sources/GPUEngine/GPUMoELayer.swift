@@ -103,28 +103,77 @@ public final class GPUMoELayer {
   ///   GPU kernel, a dtype other than bf16/fp16, or (`.device`) a router the
   ///   GPU router cannot run; `.input` for weights that do not match their
   ///   configuration; `.cuda` when an upload fails.
-  public init(
+  public convenience init(
     weights: CPUMoEWeights, session: GPUSession, dtype: DType = .bf16, router placement: RouterPlacement = .host
   ) throws(GPUEngineError) {
     if placement == .device { try GPURouter.check(config: weights.config, dtype: dtype) }
     let packed = try Self.pack(weights, dtype: dtype)
+    try self.init(
+      config: weights.config, experts: packed.experts, shared: packed.shared, router: weights.router,
+      sharedGate: weights.sharedGate, session: session, dtype: dtype, router: placement)
+  }
+
+  /// A layer from experts already packed (`pack`, or synthetic weights of
+  /// a benchmark), uploaded as they are.
+  ///
+  /// - Throws: `.input` when the experts' count or shapes, the router's or
+  ///   the shared gate's shape do not match `config`, or a weight is not in
+  ///   `dtype`; `.unsupported` as the other initializer; `.cuda` when an
+  ///   upload fails.
+  public init(
+    config: MoEConfig, experts packedExperts: [PackedExpert], shared packedShared: PackedExpert?,
+    router routerWeight: Matrix<Float>, sharedGate gate: Matrix<Float>?, session: GPUSession, dtype: DType = .bf16,
+    router placement: RouterPlacement = .host
+  ) throws(GPUEngineError) {
+    guard Self.supportedDTypes.contains(dtype) else {
+      throw .unsupported("the GPU layer computes in bf16 or fp16, not \(dtype)")
+    }
+    if placement == .device { try GPURouter.check(config: config, dtype: dtype) }
+    func check(_ expert: PackedExpert, ffn: Int, _ name: String) throws(GPUEngineError) {
+      let h = config.hiddenSize
+      for (weight, rows, columns, what) in [
+        (expert.gate, ffn, h, "gate"), (expert.up, ffn, h, "up"), (expert.down, h, ffn, "down"),
+      ] where weight.rows != rows || weight.columns != columns || weight.dtype != dtype {
+        throw .input(
+          .shapeMismatch(
+            "\(name) \(what) is [\(weight.rows), \(weight.columns)] \(weight.dtype), expected [\(rows), \(columns)] \(dtype)"))
+      }
+    }
+    guard packedExperts.count == config.numExperts else {
+      throw .input(.shapeMismatch("\(packedExperts.count) experts, the configuration has \(config.numExperts)"))
+    }
+    for (e, expert) in packedExperts.enumerated() { try check(expert, ffn: config.expertIntermediateSize, "expert \(e)") }
+    guard (packedShared == nil) == (config.sharedExpert == nil) else {
+      throw .input(.shapeMismatch("the shared expert does not match the configuration"))
+    }
+    if let packedShared, let sharedConfig = config.sharedExpert {
+      try check(packedShared, ffn: sharedConfig.intermediateSize, "shared expert")
+    }
+    guard routerWeight.rows == config.numExperts, routerWeight.columns == config.hiddenSize else {
+      throw .input(
+        .shapeMismatch(
+          "router is [\(routerWeight.rows), \(routerWeight.columns)], expected [\(config.numExperts), \(config.hiddenSize)]"))
+    }
+    if let (row, column) = routerWeight.firstNonFinite() {
+      throw .input(.nonFinite("router weight [\(row), \(column)] is \(routerWeight[row, column])"))
+    }
     do {
-      experts = try packed.experts.map { (expert) throws(CUDAError) in
+      experts = try packedExperts.map { (expert) throws(CUDAError) in
         try GPUExpert(context: session.context, packed: expert)
       }
-      shared = try packed.shared.map { (expert) throws(CUDAError) in try GPUExpert(context: session.context, packed: expert) }
+      shared = try packedShared.map { (expert) throws(CUDAError) in try GPUExpert(context: session.context, packed: expert) }
     } catch {
       throw .cuda(error)
     }
-    config = weights.config
+    self.config = config
     self.dtype = dtype
     self.session = session
-    router = weights.router
-    sharedGate = weights.sharedGate
+    router = routerWeight
+    sharedGate = gate
     routerPlacement = placement
     deviceRouter =
       placement == .device
-      ? try GPURouter(config: weights.config, router: weights.router, session: session, dtype: dtype) : nil
+      ? try GPURouter(config: config, router: routerWeight, session: session, dtype: dtype) : nil
   }
 
   /// Device bytes of all expert weights (routed and shared), as packed.

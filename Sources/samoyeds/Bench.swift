@@ -5,6 +5,7 @@ import CUDA
 import Kernels
 import Models
 import SamoyedsFormat
+import SamoyedsModel
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -236,9 +237,59 @@ struct Bench: ParsableCommand {
 
   struct MoE: ParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Whole MoE layer on the GPU vs dense baselines (arrives with issue #5).")
+      commandName: "moe",
+      abstract: "Time the GPU MoE layer of each preset: per-expert forward, and the decode path eager and as a CUDA graph.",
+      discussion: """
+        Random weights in the format (one pruned weight per projection shape, uploaded once per \
+        expert), the GPU router, bf16. Per token count: `forwardMilliseconds`, the wall time of \
+        `forward` (host routing checks, upload, per-expert launches sized from the counts, \
+        download); for T <= --graph-tokens, the decode path (GPU router, grouped expert launches, \
+        combine, shared expert; no host work in between) timed with CUDA events, launched one \
+        by one (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
+        the relative error between its output and forward's. Families whose shared expert has a \
+        sigmoid gate (Qwen2-MoE) have no decode path yet. bench/baselines/run_all.py reads \
+        the JSON next to the dense baselines.
+        """)
+
+    @Option(help: "Presets, comma-separated (samoyeds info --presets).")
+    var presets: String = "mixtral-8x7b,qwen1.5-moe-a2.7b,deepseek-moe-16b,minicpm-moe-8x2b,openmoe-34b,qwen3-30b-a3b,olmoe-1b-7b"
+
+    @Option(help: "Token counts, comma-separated.")
+    var tokens: String = "1,16,128,1024,4096,16384"
+
+    @Option(help: "Largest token count timed on the decode path (grouped launches are sized for decode).")
+    var graphTokens: Int = 128
+
+    @Option(help: "Timed samples per case (median reported).")
+    var samples: Int = 10
+
+    @Option(help: "Write results as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+      guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+      guard graphTokens >= 0 else { throw ValidationError("--graph-tokens must be at least 0") }
+    }
+
     func run() throws {
-      throw NotYetAvailable(what: "`bench moe` (GPU MoE layer)", issue: "issue #5")
+      let configs = try presets.split(separator: ",").map { try Presets.named(String($0)) }
+      let counts = try parseCounts(tokens)
+      let session = try GPUSession.open()
+      print("GPU: \(session.summary)")
+      print("model                  T   forward ms   eager ms   graph ms   graph GB/s   graph vs forward")
+      var rows: [MoEBenchRow] = []
+      for config in configs {
+        let bench = try MoEBench(config: config, session: session, samples: samples)
+        for count in counts {
+          let row = try bench.run(tokens: count, decode: count <= graphTokens)
+          rows.append(row)
+          print(row.line)
+        }
+      }
+      if let json {
+        try writeJSON(rows, to: json)
+        print("wrote \(json)")
+      }
     }
   }
 }
