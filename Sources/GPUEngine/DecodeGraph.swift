@@ -7,7 +7,8 @@ import SamoyedsModel
 /// One forward of a GPU MoE layer for a fixed token count, captured once as
 /// a CUDA graph and replayed: the GPU router, the grouped expert launches
 /// (`ExpertLaunch.grouped`), the combine and the shared expert, with no
-/// host work or synchronize in between (issue #5's decode path).
+/// host work or synchronize in between (issue #5's decode path). A shared
+/// expert's sigmoid gate (Qwen2-MoE) is computed on the device.
 ///
 /// The graph reads the hidden states from `input` and leaves the output in
 /// `output`; it keeps every buffer it touches alive. It shares the layer's
@@ -28,11 +29,14 @@ public final class DecodeGraph {
   /// Int32 [T] 0 … T−1 and, with a shared expert, f32 [T] ones.
   let identity: DeviceBuffer
   let sharedScale: DeviceBuffer?
+  /// f32 [hidden]: the shared expert's sigmoid gate (Qwen2-MoE), if any.
+  let sharedGate: DeviceBuffer?
 
   init(
     layer: GPUMoELayer, tokens: Int, input: DeviceBuffer, output: DeviceBuffer, graph: CUDAGraph,
-    retained: [AnyObject], identity: DeviceBuffer, sharedScale: DeviceBuffer?
+    retained: [AnyObject], identity: DeviceBuffer, sharedScale: DeviceBuffer?, sharedGate: DeviceBuffer?
   ) {
+    self.sharedGate = sharedGate
     self.layer = layer
     self.tokens = tokens
     self.input = input
@@ -48,7 +52,8 @@ public final class DecodeGraph {
   public func enqueueEager() throws(GPUEngineError) {
     guard let router = layer.deviceRouter else { throw .unsupported("no GPU router") }
     _ = try cuda { () throws(CUDAError) in
-      try layer.enqueueOnDevice(tokens: tokens, router: router, identity: identity, sharedScale: sharedScale)
+      try layer.enqueueOnDevice(
+        tokens: tokens, router: router, identity: identity, sharedScale: sharedScale, sharedGate: sharedGate)
     }
   }
 
@@ -90,16 +95,22 @@ extension GPUMoELayer {
   /// shared expert — with no synchronize and no host work between them.
   /// Returns the scratch (x, out) and every buffer the operations use.
   func enqueueOnDevice(
-    tokens: Int, router: GPURouter, identity: DeviceBuffer, sharedScale: DeviceBuffer?
+    tokens: Int, router: GPURouter, identity: DeviceBuffer, sharedScale: DeviceBuffer?, sharedGate: DeviceBuffer?
   ) throws(CUDAError) -> (Scratch, [AnyObject]) {
     let s = try scratch(tokens: tokens)
     let (plan, routerScratch) = try router.routeRetaining(x: s.x, tokens: tokens)
+    if let sharedGate, let sharedScale {
+      try MoERouting.sharedGate(
+        x: s.x, gate: sharedGate, into: sharedScale, tokens: tokens, hidden: config.hiddenSize, dtype: dtype,
+        library: session.library, stream: session.stream)
+    }
     let used = try enqueueGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale)
     var retained: [AnyObject] = [s.x, s.indices, s.intermediate, s.slots, s.out, identity]
     retained += [plan.selectedExperts, plan.selectedWeights, plan.expertOffsets, plan.tokenIndices]
     retained += [plan.weights, plan.outputSlots] + used
     if let routerScratch { retained.append(routerScratch) }
     if let sharedScale { retained.append(sharedScale) }
+    if let sharedGate { retained.append(sharedGate) }
     return (s, retained)
   }
 
@@ -107,36 +118,39 @@ extension GPUMoELayer {
   /// Runs it once eagerly first, on zeroed hidden states, so that every
   /// buffer exists before the capture.
   ///
-  /// - Throws: `.unsupported` without the GPU router, or with a shared
-  ///   expert whose sigmoid gate is computed on the host (Qwen2-MoE);
-  ///   `.input` for tokens < 1; `.cuda` for a failed capture.
+  /// A shared expert's sigmoid gate (Qwen2-MoE) runs on the device
+  /// (`MoERouting.sharedGate`); other shared experts have scale 1.
+  ///
+  /// - Throws: `.unsupported` without the GPU router; `.input` for
+  ///   tokens < 1; `.cuda` for a failed capture.
   public func captureDecode(tokens: Int) throws(GPUEngineError) -> DecodeGraph {
     guard tokens >= 1 else { throw .input(.shapeMismatch("a decode graph needs at least one token")) }
     guard let deviceRouter else {
       throw .unsupported("decode graphs route on the GPU: make the layer with router: .device")
     }
-    if shared != nil && config.sharedExpert?.gate == .sigmoid {
-      throw .unsupported(
-        "\(config.name): the shared expert's sigmoid gate is computed on the host; decode graphs need it on the GPU")
-    }
-    let (identity, sharedScale) = try cuda { () throws(CUDAError) -> (DeviceBuffer, DeviceBuffer?) in
+    let gated = shared != nil && config.sharedExpert?.gate == .sigmoid
+    if gated && sharedGate == nil { throw .input(.shapeMismatch("the shared expert's sigmoid gate weight is missing")) }
+    let (identity, sharedScale, gate) = try cuda { () throws(CUDAError) -> (DeviceBuffer, DeviceBuffer?, DeviceBuffer?) in
       try session.context.makeCurrent()
       let identity = try DeviceBuffer(context: session.context, copying: (0..<tokens).map { Int32($0) })
       let scale = shared == nil ? nil : try DeviceBuffer(context: session.context, copying: [Float](repeating: 1, count: tokens))
+      let gate = gated ? try DeviceBuffer(context: session.context, copying: sharedGate?.storage ?? []) : nil
       try scratch(tokens: tokens).x.fill(byte: 0, on: session.stream)
-      return (identity, scale)
+      return (identity, scale, gate)
     }
     var captured: (Scratch, [AnyObject])? = nil
     let graph = try cuda { () throws(CUDAError) -> CUDAGraph in
-      _ = try enqueueOnDevice(tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale)
+      _ = try enqueueOnDevice(
+        tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale, sharedGate: gate)
       try session.stream.synchronize()
       return try CUDAGraph.capture(on: session.stream) { () throws(CUDAError) in
-        captured = try enqueueOnDevice(tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale)
+        captured = try enqueueOnDevice(
+          tokens: tokens, router: deviceRouter, identity: identity, sharedScale: sharedScale, sharedGate: gate)
       }
     }
     guard let (s, retained) = captured else { throw .wrongResult("the capture recorded no forward") }
     return DecodeGraph(
       layer: self, tokens: tokens, input: s.x, output: s.out, graph: graph, retained: retained, identity: identity,
-      sharedScale: sharedScale)
+      sharedScale: sharedScale, sharedGate: gate)
   }
 }

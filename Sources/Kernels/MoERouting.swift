@@ -50,8 +50,35 @@ public enum MoERouting {
   /// The kernels of `moe_routing.cu`.
   public static let entryPoints = [
     "samoyeds_router_logits_bf16", "samoyeds_router_logits_fp16", "samoyeds_router_select", "samoyeds_route_scan",
-    "samoyeds_route_scatter",
+    "samoyeds_route_scatter", "samoyeds_shared_gate_bf16", "samoyeds_shared_gate_fp16",
   ]
+
+  /// The shared expert's sigmoid gate on the device (Qwen2-MoE):
+  /// `scale[t] = 1 / (1 + exp(−x[t] · gate))` for t < `tokens`, x
+  /// bf16/fp16 [tokens, hidden], gate f32 [hidden], scale f32 [tokens]; one
+  /// warp per token, fixed summation order (as `CPUMoELayer.sharedExpertScale`
+  /// up to f32 rounding).
+  public static func sharedGate(
+    x: DeviceBuffer, gate: DeviceBuffer, into scale: DeviceBuffer, tokens: Int, hidden: Int, dtype: DType,
+    library: KernelLibrary, stream: CUDAStream
+  ) throws(CUDAError) {
+    guard dtype == .bf16 || dtype == .fp16 else { throw .invalidArgument("x must be bf16 or fp16") }
+    guard tokens >= 0, hidden >= 1, x.byteCount >= tokens * hidden * 2, gate.byteCount >= hidden * 4,
+      scale.byteCount >= tokens * 4
+    else {
+      throw .invalidArgument("shared gate buffers too small for [\(tokens), \(hidden)]")
+    }
+    if tokens == 0 { return }
+    var arguments = KernelArguments()
+    arguments.append(x)
+    arguments.append(gate)
+    arguments.append(scale)
+    arguments.append(Int32(tokens))
+    arguments.append(Int32(hidden))
+    let warps = 8  // kGateWarps
+    try library.function("samoyeds_shared_gate_\(dtype)").launch(
+      grid: ((tokens + warps - 1) / warps, 1, 1), block: (warps * 32, 1, 1), stream: stream, arguments: arguments)
+  }
 
   /// One routing launch as plain numbers.
   public struct Problem: Sendable, Hashable {

@@ -246,8 +246,7 @@ struct Bench: ParsableCommand {
         download); for T <= --graph-tokens, the decode path (GPU router, grouped expert launches, \
         combine, shared expert; no host work in between) timed with CUDA events, launched one \
         by one (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
-        the relative error between its output and forward's. Families whose shared expert has a \
-        sigmoid gate (Qwen2-MoE) have no decode path yet. bench/baselines/run_all.py reads \
+        the relative error between its output and forward's. bench/baselines/run_all.py reads \
         the JSON next to the dense baselines.
         """)
 

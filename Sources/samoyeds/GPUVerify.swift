@@ -226,9 +226,8 @@ struct GPUVerifier {
           LayerCase(config: config, tokens: 77, router: .device, launch: .grouped),
         ]
     }
-    // Decode graphs, where the layer can be captured (not with a shared
-    // expert's sigmoid gate, computed on the host).
-    let graphs = Presets.mini.filter { $0.sharedExpert?.gate != .sigmoid }.flatMap { config in
+    // Decode graphs (Qwen2-MoE's shared sigmoid gate on the device).
+    let graphs = Presets.mini.flatMap { config in
       [1, 3, 16].map { LayerCase(config: config, tokens: $0, router: .device, launch: .grouped, graph: true) }
     }
     return host + device + grouped + graphs

@@ -485,6 +485,25 @@ __device__ __forceinline__ void routeScatter(const RoutingArgs& a) {
   }
 }
 
+// The shared expert's sigmoid gate (Qwen2-MoE): scale[t] = sigmoid(x[t] · g),
+// one warp per token, f32 accumulation in a fixed order (lane-strided
+// partial sums, then a butterfly), so a replay repeats bitwise.
+constexpr int kGateWarps = 8;
+
+template <typename T>
+__device__ __forceinline__ void sharedGate(const uint16_t* x, const float* gate, float* scale, int tokens,
+                                           int hidden) {
+  const int lane = threadIdx.x % 32;
+  const int t = blockIdx.x * kGateWarps + threadIdx.x / 32;
+  if (t >= tokens) return;
+  const uint16_t* row = x + (size_t)t * hidden;
+  float sum = 0.f;
+  for (int c = lane; c < hidden; c += 32) sum = fmaf(toFloat<T>(row[c]), gate[c], sum);
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, d);
+  if (lane == 0) scale[t] = 1.f / (1.f + expf(-sum));
+}
+
 }  // namespace routing
 }  // namespace samoyeds
 
@@ -515,4 +534,14 @@ extern "C" __global__ void __launch_bounds__(samoyeds::routing::kScanThreads)
 extern "C" __global__ void __launch_bounds__(samoyeds::routing::kScanThreads)
     samoyeds_route_scatter(const samoyeds::routing::RoutingArgs args) {
   samoyeds::routing::routeScatter(args);
+}
+
+extern "C" __global__ void __launch_bounds__(samoyeds::routing::kGateWarps * 32)
+    samoyeds_shared_gate_bf16(const uint16_t* x, const float* gate, float* scale, int tokens, int hidden) {
+  samoyeds::routing::sharedGate<samoyeds::bf16>(x, gate, scale, tokens, hidden);
+}
+
+extern "C" __global__ void __launch_bounds__(samoyeds::routing::kGateWarps * 32)
+    samoyeds_shared_gate_fp16(const uint16_t* x, const float* gate, float* scale, int tokens, int hidden) {
+  samoyeds::routing::sharedGate<samoyeds::fp16>(x, gate, scale, tokens, hidden);
 }
