@@ -244,8 +244,9 @@ struct Bench: ParsableCommand {
         expert), the GPU router, bf16. Per token count: `forwardMilliseconds`, the wall time of \
         `forward` (host routing checks, upload, per-expert launches sized from the counts, \
         download); for T <= --graph-tokens, the decode path (GPU router, grouped expert launches, \
-        combine, shared expert; no host work in between) timed with CUDA events, launched one \
-        by one (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
+        combine, shared expert; no host work in between) timed with CUDA events around one call \
+        after flushing the L2 (as the dense baselines), launched one by one \
+        (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
         the relative error between its output and forward's. bench/baselines/run_all.py reads \
         the JSON next to the dense baselines.
         """)

@@ -46,6 +46,8 @@ final class MoEBench {
   /// Bytes of one routed expert's three packed weights, and of the shared expert's.
   let expertBytes: Int
   let sharedBytes: Int
+  /// Twice the L2, written before each timed call (evicts the weights).
+  let flush: DeviceBuffer
 
   /// Random weights: one pruned weight per projection shape, packed once
   /// and uploaded per expert (pruning hundreds of millions of values on the
@@ -79,6 +81,7 @@ final class MoEBench {
     }
     expertBytes = bytes(expert)
     sharedBytes = shared.map(bytes) ?? 0
+    flush = try DeviceBuffer(context: session.context, byteCount: max(2 * session.context.l2CacheBytes, 1 << 20))
   }
 
   func run(tokens: Int, decode: Bool) throws -> MoEBenchRow {
@@ -109,20 +112,21 @@ final class MoEBench {
     try graph.replay()
     let output = try graph.readOutput()
     row.graphVersusForward = relativeDifference(output.storage, reference.output.storage)
-    // Events around `repetitions` back-to-back runs, median per run.
+    // As the dense baselines (docs/BENCHMARKS.md): L2 flushed before every
+    // call, CUDA events around one call, the median of the samples.
     let stream = session.stream
     let start = try CUDAEvent(context: session.context)
     let end = try CUDAEvent(context: session.context)
-    let repetitions = 20
     func time(_ body: () throws -> Void) throws -> Double {
       for _ in 0..<3 { try body() }
       var times: [Double] = []
       for _ in 0..<samples {
+        try flush.fill(byte: 0, on: stream)
         try start.record(on: stream)
-        for _ in 0..<repetitions { try body() }
+        try body()
         try end.record(on: stream)
         try end.synchronize()
-        times.append(Double(try end.milliseconds(since: start)) / Double(repetitions))
+        times.append(Double(try end.milliseconds(since: start)))
       }
       return median(times)
     }
