@@ -14,8 +14,6 @@ import SamoyedsModel
 /// `output`; it keeps every buffer it touches alive. It shares the layer's
 /// scratch for its token count, so run a layer's graphs and forwards one at
 /// a time, from one thread.
-///
-/// Not yet run on a GPU (written after the session's GPU time was spent).
 public final class DecodeGraph {
   public let layer: GPUMoELayer
   public let tokens: Int

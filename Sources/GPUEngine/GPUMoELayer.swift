@@ -35,7 +35,6 @@ public enum ExpertLaunch: Sendable {
   /// streaming kernel): the counts stay on the device, nothing waits for
   /// the host between the router and the output. Needs `RouterPlacement
   /// .device`; meant for decode (each launch is sized for T·topK entries).
-  /// Not yet run on a GPU.
   case grouped
 }
 

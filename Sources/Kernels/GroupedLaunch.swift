@@ -9,8 +9,9 @@ import SamoyedsFormat
 /// experts' token tiles (`maxEntries`, e.g. T·topK); CTAs past the last tile
 /// return at once.
 ///
-/// Not yet run on a GPU (written after the session's GPU time was spent);
-/// `GPUMoELayer` uses it only when asked (`ExpertLaunch.grouped`).
+/// Verified on the H200 (`samoyeds verify --filter grouped`; memcheck clean).
+/// `GPUMoELayer` uses it when asked (`ExpertLaunch.grouped`) and for its
+/// decode graphs.
 public enum GroupedLaunch {
   /// The experts' packed weights as the grouped kernels read them: a table
   /// of `WeightArgs` (three pointers and two Int32, 32 bytes) per expert on

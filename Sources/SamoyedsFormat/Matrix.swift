@@ -83,11 +83,14 @@ extension Matrix where Scalar: SparseScalar {
   }
 
   /// The first element that is NaN or infinite, as (row, column), if any.
+  /// Inlinable so that callers get a loop specialized for their element
+  /// type: the generic one took about 120 ns per element (half a second for
+  /// one [1024, 4096] batch of hidden states).
+  @inlinable
   public func firstNonFinite() -> (row: Int, column: Int)? {
-    for (i, value) in storage.enumerated() where !value.floatValue.isFinite {
-      return (i / max(columns, 1), i % max(columns, 1))
-    }
-    return nil
+    let index = storage.withUnsafeBufferPointer { values in values.firstIndex { !$0.floatValue.isFinite } }
+    guard let index else { return nil }
+    return (index / max(columns, 1), index % max(columns, 1))
   }
 }
 
