@@ -87,6 +87,9 @@ public final class GPUMoELayer {
   private var workspace = GrowingBuffer()
   /// How routed experts are launched (`.grouped` only with the GPU router).
   public var expertLaunch: ExpertLaunch = .perExpert
+  /// The kernel of grouped launches (`.stream` or `.wgmma`); nil: chosen
+  /// per launch from T·topK (`GroupedLaunch.tiling`).
+  public var groupedTiling: PortableKernel.Tiling? = nil
   /// The experts' weight tables for grouped launches, made on first use.
   private var groupTables: (gate: GroupedLaunch.WeightTable, up: GroupedLaunch.WeightTable, down: GroupedLaunch.WeightTable)?
   /// Grouped scratch: intermediate [T·topK, ffn] and identity [T·topK], by entry count.
@@ -406,11 +409,11 @@ public final class GPUMoELayer {
     guard let g = groupScratch else { throw .invalidArgument("no grouped scratch") }
     let gateUp = GroupedLaunch.Arguments(
       weights: tables.gate, epilogue: .siluMul(up: tables.up), x: s.x, tokens: s.tokens, rows: plan.tokenIndices,
-      offsets: plan.expertOffsets, maxEntries: entries, output: g.intermediate)
+      offsets: plan.expertOffsets, maxEntries: entries, output: g.intermediate, tiling: groupedTiling)
     let down = GroupedLaunch.Arguments(
       weights: tables.down, epilogue: .scaleToSlots(routeWeights: plan.weights, slots: plan.outputSlots),
       x: g.intermediate, tokens: entries, rows: g.identity, offsets: plan.expertOffsets, maxEntries: entries,
-      output: s.slots)
+      output: s.slots, tiling: groupedTiling)
     let shared = sharedLaunches(s, identity: identity, sharedScale: sharedScale)
     let workspaceBytes = max(
       GroupedLaunch.workspaceBytes(gateUp, context: context), GroupedLaunch.workspaceBytes(down, context: context),

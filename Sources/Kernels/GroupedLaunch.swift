@@ -81,10 +81,12 @@ public enum GroupedLaunch {
     /// An upper bound of offsets[experts] (T·topK for a routing plan).
     public var maxEntries: Int
     public var output: DeviceBuffer
+    /// `.stream` or `.wgmma` (sm_90a); nil: `GroupedLaunch.tiling` chooses.
+    public var tiling: PortableKernel.Tiling?
 
     public init(
       weights: WeightTable, epilogue: Epilogue, x: DeviceBuffer, tokens: Int, rows: DeviceBuffer,
-      offsets: DeviceBuffer, maxEntries: Int, output: DeviceBuffer
+      offsets: DeviceBuffer, maxEntries: Int, output: DeviceBuffer, tiling: PortableKernel.Tiling? = nil
     ) {
       self.weights = weights
       self.epilogue = epilogue
@@ -94,20 +96,49 @@ public enum GroupedLaunch {
       self.offsets = offsets
       self.maxEntries = maxEntries
       self.output = output
+      self.tiling = tiling
     }
   }
 
   /// Static shared memory of a grouped CTA (the narrowed arguments and the
-  /// token tile, `__shared__` in the entry point), within 256 bytes.
-  static let staticSharedBytes = 256
+  /// token tile, `__shared__` in the entry point): within 256 bytes for the
+  /// streaming kernel; 1 KB for the Hopper one, whose dynamic shared memory
+  /// is 1024-byte aligned after it (ptxas -v reports 1024 bytes).
+  static func staticSharedBytes(_ tiling: PortableKernel.Tiling) -> Int { tiling == .wgmma ? 1024 : 256 }
 
   /// The launch's grid and split-k.
   struct Plan: Equatable {
-    /// Upper bound of the experts' 16-token tiles: grid.x.
+    /// Upper bound of the experts' token tiles (16 tokens for the streaming
+    /// kernel, 128 / 64 / 32 for the Hopper one): grid.x (streaming) or grid.y.
     var tiles: Int
     var rowBlocks: Int
     var splits: Int
     var chunksPerSplit: Int
+  }
+
+  /// The kernel of a grouped launch: the forced one, else wgmma (sm_90a)
+  /// when the experts' average entry count is past where `PortableKernel
+  /// .tiling` picks wgmma for one expert (32 entries for large weights, 256
+  /// for ones of at most 4M elements), else the streaming kernel. The
+  /// average assumes every expert with an entry: min(experts, maxEntries)
+  /// of them.
+  public static func tiling(_ a: Arguments, context: CUDAContext) -> PortableKernel.Tiling {
+    if let forced = a.tiling { return forced }
+    let w = a.weights.weights[0]
+    let average = a.maxEntries / max(1, min(a.weights.weights.count, a.maxEntries))
+    let small = w.rows * w.columns <= 4 << 20
+    return average > (small ? 256 : 32) && wgmmaAvailable(a, context: context) ? .wgmma : .stream
+  }
+
+  /// Whether the Hopper kernel can run `a` here (sm_90a; its producer's
+  /// 32-bit offsets into x; its shared memory).
+  static func wgmmaAvailable(_ a: Arguments, context: CUDAContext) -> Bool {
+    let w = a.weights.weights[0]
+    guard context.architecture == "sm_90a", a.tokens * w.columns < 1 << 32,
+      let bn = PortableKernel.tokenTile(w.pattern, .wgmma)
+    else { return false }
+    return PortableKernel.wgmmaSharedBytes(tokenTile: bn, pattern: w.pattern) + staticSharedBytes(.wgmma)
+      <= context.maxSharedMemoryPerBlockOptin
   }
 
   /// Grid and splits: tiles ≤ ceil(maxEntries / 16) + min(experts,
@@ -133,14 +164,44 @@ public enum GroupedLaunch {
     return Plan(tiles: tiles, rowBlocks: rowBlocks, splits: (chunks + perSplit - 1) / perSplit, chunksPerSplit: perSplit)
   }
 
+  /// Grid and splits of the Hopper kernel: tiles ≤ ceil(maxEntries / bn) +
+  /// min(experts, maxEntries) of bn tokens; rowBlocks of 64 condensed rows
+  /// per consumer warpgroup (or 32 per weight in the SiLU mode, as
+  /// `PortableKernel`); k split into whole 4-chunk stages only while the
+  /// CTAs of the entries' full tiles do not fill one wave (one CTA per SM),
+  /// and only within the workspace's counters (the splits are summed in
+  /// the launch).
+  static func wgmmaPlan(
+    experts: Int, columns k: Int, condensedRows: Int, tokenTile bn: Int, maxEntries: Int, twoWeights: Bool,
+    multiprocessors: Int
+  ) -> Plan {
+    let tiles = max(1, (maxEntries + bn - 1) / bn + min(experts, maxEntries))
+    let warpsPerWeight = twoWeights ? PortableKernel.warps / 2 : PortableKernel.warps
+    let rowBlocks = ((condensedRows + 15) / 16 + warpsPerWeight - 1) / warpsPerWeight
+    let chunks = k / 32
+    let busy = rowBlocks * max(1, maxEntries / bn)
+    var splits = 1
+    if busy < multiprocessors && tiles * rowBlocks <= PortableKernel.splitCounterCapacity {
+      splits = max(1, min(multiprocessors / busy, chunks / 4))
+    }
+    let perSplit = max(4, ((chunks + splits - 1) / splits + 3) / 4 * 4)
+    return Plan(tiles: tiles, rowBlocks: rowBlocks, splits: (chunks + perSplit - 1) / perSplit, chunksPerSplit: perSplit)
+  }
+
   static func plan(_ a: Arguments, context: CUDAContext) -> Plan {
     let w = a.weights.weights[0]
     let twoWeights: Bool
     if case .siluMul = a.epilogue { twoWeights = true } else { twoWeights = false }
+    let tiling = tiling(a, context: context)
+    if tiling == .wgmma, let bn = PortableKernel.tokenTile(w.pattern, .wgmma) {
+      return wgmmaPlan(
+        experts: a.weights.weights.count, columns: w.columns, condensedRows: w.condensedRows, tokenTile: bn,
+        maxEntries: a.maxEntries, twoWeights: twoWeights, multiprocessors: context.multiprocessorCount)
+    }
     return plan(
       experts: a.weights.weights.count, rows: w.rows, columns: w.columns, condensedRows: w.condensedRows,
       maxEntries: a.maxEntries, twoWeights: twoWeights, multiprocessors: context.multiprocessorCount,
-      maxChunksPerSplit: PortableKernel.streamMaxChunks(context: context, reserved: staticSharedBytes))
+      maxChunksPerSplit: PortableKernel.streamMaxChunks(context: context, reserved: staticSharedBytes(.stream)))
   }
 
   /// Scratch bytes `run` needs: as `PortableKernel.workspaceBytes`, the
@@ -156,6 +217,9 @@ public enum GroupedLaunch {
     let w = a.weights.weights[0]
     guard PortableKernel.tokenTile(w.pattern) != nil else {
       throw .invalidArgument("pattern \(w.pattern) has no GPU kernel")
+    }
+    if let tiling = a.tiling, tiling != .stream && tiling != .wgmma {
+      throw .invalidArgument("grouped launches run the stream or wgmma kernel, not \(tiling)")
     }
     guard w.dtype == .bf16 || w.dtype == .fp16 else { throw .invalidArgument("weights must be bf16 or fp16") }
     guard a.maxEntries >= 0, a.tokens >= 0 else { throw .invalidArgument("negative token or entry count") }
@@ -191,6 +255,10 @@ public enum GroupedLaunch {
     try canImplement(a)
     if a.maxEntries == 0 { return }
     let w = a.weights.weights[0]
+    let tiling = tiling(a, context: library.context)
+    if tiling == .wgmma && !wgmmaAvailable(a, context: library.context) {
+      throw .invalidArgument("the wgmma kernel is not available for this grouped launch on \(library.architecture)")
+    }
     let p = plan(a, context: library.context)
     let needed = workspaceBytes(a, context: library.context)
     guard (workspace?.byteCount ?? 0) >= needed else {
@@ -201,9 +269,12 @@ public enum GroupedLaunch {
         "\(p.tiles * p.rowBlocks) output tiles with split-k exceed the \(PortableKernel.splitCounterCapacity) counters")
     }
     let kernel = try library.function(
-      "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)_stream_grouped")
-    let shared = PortableKernel.streamSharedBytes(chunks: p.chunksPerSplit, pattern: w.pattern)
-    guard shared + staticSharedBytes <= library.context.maxSharedMemoryPerBlockOptin else {
+      "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)\(tiling.suffix)_grouped")
+    let shared =
+      tiling == .wgmma
+      ? PortableKernel.wgmmaSharedBytes(tokenTile: PortableKernel.tokenTile(w.pattern, .wgmma) ?? 0, pattern: w.pattern)
+      : PortableKernel.streamSharedBytes(chunks: p.chunksPerSplit, pattern: w.pattern)
+    guard shared + staticSharedBytes(tiling) <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's limit")
     }
     try kernel.setMaxDynamicSharedMemory(shared)
@@ -241,8 +312,12 @@ public enum GroupedLaunch {
     var arguments = KernelArguments()
     arguments.append(bytes: bytes.bytes)
     arguments.append(bytes: group.bytes)
+    // The streaming kernel's token tiles on x (CTAs sharing weight rows
+    // launch together), the Hopper kernel's on y (as `PortableKernel.run`).
+    let wgmma = tiling == .wgmma
     try kernel.launch(
-      grid: (p.tiles, p.rowBlocks, p.splits), block: (PortableKernel.threads, 1, 1), sharedMemoryBytes: shared,
+      grid: wgmma ? (p.rowBlocks, p.tiles, p.splits) : (p.tiles, p.rowBlocks, p.splits),
+      block: (wgmma ? PortableKernel.wgmmaThreads : PortableKernel.threads, 1, 1), sharedMemoryBytes: shared,
       stream: stream, arguments: arguments)
   }
 }

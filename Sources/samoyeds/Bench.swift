@@ -238,13 +238,14 @@ struct Bench: ParsableCommand {
   struct MoE: ParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "moe",
-      abstract: "Time the GPU MoE layer of each preset: per-expert forward, and the decode path eager and as a CUDA graph.",
+      abstract: "Time the GPU MoE layer of each preset: per-expert forward, and the device path eager and as a CUDA graph.",
       discussion: """
         Random weights in the format (one pruned weight per projection shape, uploaded once per \
         expert), the GPU router, bf16. Per token count: `forwardMilliseconds`, the wall time of \
         `forward` (host routing checks, upload, per-expert launches sized from the counts, \
-        download); for T <= --graph-tokens, the decode path (GPU router, grouped expert launches, \
-        combine, shared expert; no host work in between) timed with CUDA events around one call \
+        download); for T <= --graph-tokens, the device path (GPU router, grouped expert launches \
+        of the streaming or, on sm_90a with enough tokens per expert, the wgmma kernel, combine, \
+        shared expert; no host work in between) timed with CUDA events around one call \
         after flushing the L2 (as the dense baselines), launched one by one \
         (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
         the relative error between its output and forward's. bench/baselines/run_all.py reads \
@@ -257,8 +258,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Token counts, comma-separated.")
     var tokens: String = "1,16,128,1024,4096,16384"
 
-    @Option(help: "Largest token count timed on the decode path (grouped launches are sized for decode).")
-    var graphTokens: Int = 128
+    @Option(help: "Largest token count timed on the device path (eager and as a CUDA graph).")
+    var graphTokens: Int = 16384
 
     @Option(help: "Timed samples per case (median reported).")
     var samples: Int = 10

@@ -191,13 +191,15 @@ struct GPUVerifier {
     var launch: ExpertLaunch = .perExpert
     /// Captured once as a CUDA graph (`captureDecode`) and replayed.
     var graph = false
+    /// The grouped launches' kernel, forced (`GPUMoELayer.groupedTiling`).
+    var groupedTiling: PortableKernel.Tiling? = nil
 
     /// "gpu moe layer mixtral-mini T=77", then " skewed" / " fp16" /
     /// " device-router" / " grouped" / " decode-graph".
     var description: String {
       "gpu moe layer \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
         + (router == .device ? " device-router" : "") + (launch == .grouped ? " grouped" : "")
-        + (graph ? " decode-graph" : "")
+        + (groupedTiling.map { " \($0.rawValue)" } ?? "") + (graph ? " decode-graph" : "")
     }
   }
 
@@ -230,7 +232,19 @@ struct GPUVerifier {
     let graphs = Presets.mini.flatMap { config in
       [1, 3, 16].map { LayerCase(config: config, tokens: $0, router: .device, launch: .grouped, graph: true) }
     }
-    return host + device + grouped + graphs
+    // Grouped launches of the Hopper kernel (sm_90a; skipped elsewhere):
+    // one entry (split-k summed in the launch), partial tiles, one expert
+    // with 600 entries (five 128-token tiles), fp16, and a graph at T = 300.
+    let wgmma = Presets.mini.flatMap { config in
+      [1, 77].map { LayerCase(config: config, tokens: $0, router: .device, launch: .grouped, groupedTiling: .wgmma) }
+        + [
+          LayerCase(config: config, tokens: 600, skewed: true, router: .device, launch: .grouped, groupedTiling: .wgmma),
+          LayerCase(config: config, tokens: 77, dtype: .fp16, router: .device, launch: .grouped, groupedTiling: .wgmma),
+          LayerCase(
+            config: config, tokens: 300, router: .device, launch: .grouped, graph: true, groupedTiling: .wgmma),
+        ]
+    }
+    return host + device + grouped + graphs + wgmma
   }
 
   /// One GPU router case: `GPURouter`'s plan against `CPUMoELayer.route` on
@@ -361,6 +375,11 @@ struct GPUVerifier {
     let expected = try CPUMoELayer.forward(x, weights: sparse)
     let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
     layer.expertLaunch = c.launch
+    layer.groupedTiling = c.groupedTiling
+    if c.groupedTiling == .wgmma && session.context.architecture != "sm_90a" {
+      print("skip  \(c.description) seed=\(seed): the wgmma kernel needs sm_90a")
+      return
+    }
     if c.graph {
       // Two replays on the same input must agree bitwise and match the CPU.
       let graph = try layer.captureDecode(tokens: c.tokens)

@@ -275,6 +275,30 @@ import Foundation
       }
     }
   }
+
+  /// The Hopper kernel's grouped grid: bn-token tiles for any routing,
+  /// whole 4-chunk stages, splits only below one wave and within the counters.
+  @Test func wgmmaTilesCoverEveryRoutingAndSplitsStayInTheCounters() {
+    for (experts, entries) in [(8, 2), (8, 256), (60, 8), (64, 96), (128, 8), (8, 2048), (128, 131_072), (8, 32768)] {
+      for (m, k) in [(14336, 4096), (4096, 14336), (1408, 2048), (2048, 1408), (256, 64)] {
+        for twoWeights in [false, true] {
+          let bn = 128
+          let p = GroupedLaunch.wgmmaPlan(
+            experts: experts, columns: k, condensedRows: m / 2, tokenTile: bn, maxEntries: entries,
+            twoWeights: twoWeights, multiprocessors: 132)
+          let label = "E=\(experts) entries=\(entries) \(m)x\(k) silu=\(twoWeights)"
+          let active = min(experts, entries)
+          #expect(p.tiles >= entries / bn + active, "\(label)")
+          #expect(p.tiles >= (active - 1) + (entries - (active - 1) + bn - 1) / bn, "\(label)")
+          #expect(p.chunksPerSplit % 4 == 0, "\(label)")
+          #expect(p.splits * p.chunksPerSplit >= k / 32, "\(label)")
+          #expect(p.splits == 1 || (p.splits - 1) * p.chunksPerSplit < k / 32, "\(label): an empty split")
+          #expect(p.splits == 1 || p.tiles * p.rowBlocks <= 4096, "\(label): more tiles than counters")
+          #expect(p.rowBlocks * (twoWeights ? 4 : 8) * 16 >= m / 2, "\(label)")
+        }
+      }
+    }
+  }
 }
 
 /// Which split-k launches sum their own partials (each tile's last split)

@@ -262,86 +262,6 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 }
 
 // ---------------------------------------------------------------------------
-// Grouped launches: every expert of a projection in one launch
-// ---------------------------------------------------------------------------
-//
-// The experts' routed entries lie back to back in the routing plan (expert
-// e owns entries offsets[e] .. offsets[e+1]); grid.x covers an upper bound
-// of their token tiles (sum over experts of ceil(n_e / BN)), and each CTA
-// finds its expert and tile from the offsets on the device, so the host
-// needs no token counts (no synchronize; the launch can be captured in a
-// CUDA graph). A CTA past the last tile returns at once. Every expert has
-// the same shape, pattern and dtype; their packed weights are in tables.
-
-constexpr int kMaxGroupExperts = 256;  // 8 per lane of the expert scan
-
-struct GroupArgs {
-  const int* offsets;    // [experts + 1] entry offsets (the routing plan's, on the device)
-  const WeightArgs* w0;  // [experts] the weight (gate in the SiLU mode)
-  const WeightArgs* w1;  // [experts] up (SiLU mode only)
-  int experts;
-};
-
-// Run by one warp: maps this CTA (token tile blockIdx.x over all experts)
-// to its expert. Lane 0 writes `expert`, `args` narrowed to that expert's
-// entries (weights, index lists, outputs, split-k partials), and
-// `tokenTile`, the tile within them, or -1 past the last tile. Lane l scans
-// experts l, l + 32, … with shuffles. The results go to shared memory for
-// the CTA (a per-thread copy of the arguments would live on the stack).
-template <typename T, int BN, int EPILOGUE>
-__device__ __forceinline__ void groupTile(const GemmArgs& args, const GroupArgs& group, GemmArgs& expert,
-                                          int& tokenTile) {
-  constexpr int kPerLane = kMaxGroupExperts / 32;
-  const int lane = threadIdx.x % 32;
-  int begin[kPerLane], end[kPerLane];
-#pragma unroll
-  for (int c = 0; c < kPerLane; ++c) {  // independent loads, one latency
-    const int e = c * 32 + lane;
-    begin[c] = e < group.experts ? group.offsets[e] : 0;
-    end[c] = e < group.experts ? group.offsets[e + 1] : 0;
-  }
-  const int tile = blockIdx.x;
-  int before = 0;  // tiles of the experts of earlier chunks
-  int found = -1, first = 0, count = 0, local = 0;
-#pragma unroll
-  for (int c = 0; c < kPerLane; ++c) {
-    const int tiles = max(end[c] - begin[c], 0) / BN + (max(end[c] - begin[c], 0) % BN != 0);
-    int inclusive = tiles;
-#pragma unroll
-    for (int d = 1; d < 32; d *= 2) {
-      const int v = __shfl_up_sync(0xffffffffu, inclusive, d);
-      if (lane >= d) inclusive += v;
-    }
-    const int exclusive = before + inclusive - tiles;
-    const unsigned hit = __ballot_sync(0xffffffffu, tile >= exclusive && tile < exclusive + tiles);
-    if (found < 0 && hit != 0) {
-      const int source = __ffs(hit) - 1;
-      found = c * 32 + source;
-      local = tile - __shfl_sync(0xffffffffu, exclusive, source);
-      first = __shfl_sync(0xffffffffu, begin[c], source);
-      count = __shfl_sync(0xffffffffu, end[c] - begin[c], source);
-    }
-    before += __shfl_sync(0xffffffffu, inclusive, 31);
-  }
-  if (lane != 0) return;
-  tokenTile = found < 0 ? -1 : local;
-  if (found < 0) return;
-  GemmArgs narrowed = args;
-  narrowed.w0 = group.w0[found];
-  if (EPILOGUE == kSiluMul) narrowed.w1 = group.w1[found];
-  const int m = narrowed.w0.m;
-  narrowed.rows = args.rows + first;
-  narrowed.count = count;
-  if (EPILOGUE == kScaleAdd || EPILOGUE == kScaleSlots) narrowed.routeWeights = args.routeWeights + first;
-  if (EPILOGUE == kScaleSlots) narrowed.slots = args.slots + first;
-  // Store and SiLU write the expert's rows of out [entries][m]; the scaled
-  // modes address out through rows / slots, which already hold global rows.
-  if (EPILOGUE == kStore || EPILOGUE == kSiluMul) narrowed.out = reinterpret_cast<T*>(args.out) + (size_t)first * m;
-  if (args.splits > 1) narrowed.partial = args.partial + (size_t)first * 2 * args.splits * m;
-  expert = narrowed;
-}
-
-// ---------------------------------------------------------------------------
 // The streaming kernel (decode-sized token tiles)
 // ---------------------------------------------------------------------------
 //
@@ -550,7 +470,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
       NAME##_stream_grouped(const samoyeds::GemmArgs args, const samoyeds::GroupArgs group) {    \
     __shared__ samoyeds::GemmArgs expert;                                                        \
     __shared__ int tokenTile;                                                                    \
-    if (threadIdx.x < 32) samoyeds::groupTile<T, 16, EPI>(args, group, expert, tokenTile);       \
+    if (threadIdx.x < 32) samoyeds::groupTile<T, 16, EPI>(args, group, blockIdx.x, expert, tokenTile); \
     __syncthreads();                                                                             \
     if (tokenTile < 0) return;                                                                   \
     samoyeds::streamGemm<T, N, M, 16, EPI>(expert, tokenTile);                                   \

@@ -211,9 +211,10 @@ struct BarrierLayout {
 // (the 128 producer threads arrive once their copies of the stage landed)
 // and empty[s] (the 256 consumer threads arrive once their wgmmas on it
 // completed). Consumers are not tied to each other inside the loop, so one
-// warpgroup's fold overlaps the other's wgmmas.
+// warpgroup's fold overlaps the other's wgmmas. `tokenTile`: the CTA's tile
+// of args' entries (blockIdx.y, or the grouped launch's tile of its expert).
 template <typename T, int N, int M, int BN, int EPILOGUE>
-__device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
+__device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;
   using L = Stage<BN>;
@@ -226,7 +227,7 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
   const uint32_t fullBarrier = smemAddress + B::full;
   const uint32_t emptyBarrier = smemAddress + B::empty;
 
-  const int tokenBase = blockIdx.y * BN;
+  const int tokenBase = tokenTile * BN;
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // even
@@ -412,10 +413,22 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args) {
 // portable family's `_split` kernel.
 // ---------------------------------------------------------------------------
 
-#define SAMOYEDS_SM90(NAME, T, N, M, BN, EPI)                                     \
-  extern "C" __global__ void __launch_bounds__(samoyeds::sm90::kCTAThreads, 1)    \
-      NAME##_sm90(const samoyeds::GemmArgs args) {                                \
-    samoyeds::sm90::wgmmaGemm<T, N, M, BN, EPI>(args);                            \
+// `_sm90_grouped`: every expert of a projection in one launch (GroupArgs),
+// grid.y an upper bound of the experts' token tiles, each CTA mapped to its
+// expert on the device (groupTile) as the streaming kernel's grouped launch.
+#define SAMOYEDS_SM90(NAME, T, N, M, BN, EPI)                                                   \
+  extern "C" __global__ void __launch_bounds__(samoyeds::sm90::kCTAThreads, 1)                  \
+      NAME##_sm90(const samoyeds::GemmArgs args) {                                              \
+    samoyeds::sm90::wgmmaGemm<T, N, M, BN, EPI>(args, blockIdx.y);                              \
+  }                                                                                             \
+  extern "C" __global__ void __launch_bounds__(samoyeds::sm90::kCTAThreads, 1)                  \
+      NAME##_sm90_grouped(const samoyeds::GemmArgs args, const samoyeds::GroupArgs group) {     \
+    __shared__ samoyeds::GemmArgs expert;                                                       \
+    __shared__ int tokenTile;                                                                   \
+    if (threadIdx.x < 32) samoyeds::groupTile<T, BN, EPI>(args, group, blockIdx.y, expert, tokenTile); \
+    __syncthreads();                                                                            \
+    if (tokenTile < 0) return;                                                                  \
+    samoyeds::sm90::wgmmaGemm<T, N, M, BN, EPI>(expert, tokenTile);                             \
   }
 
 #define SAMOYEDS_SM90_EPILOGUES(PREFIX, T, N, M, BN)               \
