@@ -48,10 +48,19 @@ public final class DecodeGraph {
   /// Enqueues the same work as `replay`, launch by launch (no graph): the
   /// eager time of the captured forward.
   public func enqueueEager() throws(GPUEngineError) {
+    try enqueueEager(marking: nil)
+  }
+
+  /// `enqueueEager`, calling `mark` after each stage is enqueued with its
+  /// name ("router", "shared gate", "zero slots", "gate/up", "down",
+  /// "combine", "shared expert"): e.g. to record an event there and time
+  /// the stages (`samoyeds bench moe --stages`).
+  public func enqueueEager(marking mark: StageMark?) throws(GPUEngineError) {
     guard let router = layer.deviceRouter else { throw .unsupported("no GPU router") }
     _ = try cuda { () throws(CUDAError) in
       try layer.enqueueOnDevice(
-        tokens: tokens, router: router, identity: identity, sharedScale: sharedScale, sharedGate: sharedGate)
+        tokens: tokens, router: router, identity: identity, sharedScale: sharedScale, sharedGate: sharedGate,
+        mark: mark)
     }
   }
 
@@ -93,16 +102,19 @@ extension GPUMoELayer {
   /// shared expert — with no synchronize and no host work between them.
   /// Returns the scratch (x, out) and every buffer the operations use.
   func enqueueOnDevice(
-    tokens: Int, router: GPURouter, identity: DeviceBuffer, sharedScale: DeviceBuffer?, sharedGate: DeviceBuffer?
+    tokens: Int, router: GPURouter, identity: DeviceBuffer, sharedScale: DeviceBuffer?, sharedGate: DeviceBuffer?,
+    mark: StageMark? = nil
   ) throws(CUDAError) -> (Scratch, [AnyObject]) {
     let s = try scratch(tokens: tokens)
     let (plan, routerScratch) = try router.routeRetaining(x: s.x, tokens: tokens)
+    try mark?("router")
     if let sharedGate, let sharedScale {
       try MoERouting.sharedGate(
         x: s.x, gate: sharedGate, into: sharedScale, tokens: tokens, hidden: config.hiddenSize, dtype: dtype,
         library: session.library, stream: session.stream)
+      try mark?("shared gate")
     }
-    let used = try enqueueGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale)
+    let used = try enqueueGrouped(s, plan: plan, identity: identity, sharedScale: sharedScale, mark: mark)
     var retained: [AnyObject] = [s.x, s.indices, s.intermediate, s.slots, s.out, identity]
     retained += [plan.selectedExperts, plan.selectedWeights, plan.expertOffsets, plan.tokenIndices]
     retained += [plan.weights, plan.outputSlots] + used

@@ -4,6 +4,10 @@ import Kernels
 import SamoyedsFormat
 import SamoyedsModel
 
+/// Called between the stages of an enqueued forward with the name of the
+/// stage just enqueued (`DecodeGraph.enqueueEager(marking:)`).
+public typealias StageMark = (String) throws(CUDAError) -> Void
+
 /// What a GPU forward pass produced, with the routing it used.
 public struct GPUMoEResult: Sendable {
   /// [T, hidden] f32.
@@ -356,17 +360,20 @@ public final class GPUMoELayer {
     return try s.out.download(Float.self, count: s.tokens * config.hiddenSize)
   }
 
-  /// Enqueues the combine into out and the shared expert's launches.
+  /// Enqueues the combine into out and the shared expert's launches;
+  /// `mark` (if any) after each of the two.
   private func enqueueCombineAndShared(
-    _ s: Scratch, sharedLaunches: [PortableKernel.Arguments], workspace: DeviceBuffer?
+    _ s: Scratch, sharedLaunches: [PortableKernel.Arguments], workspace: DeviceBuffer?, mark: StageMark? = nil
   ) throws(CUDAError) {
     let stream = session.stream
     try PortableKernel.combine(
       slots: s.slots, into: s.out, tokens: s.tokens, topK: config.topK, hidden: config.hiddenSize,
       library: session.library, stream: stream)
+    try mark?("combine")
     for arguments in sharedLaunches {
       try PortableKernel.run(arguments, workspace: workspace, library: session.library, stream: stream)
     }
+    if !sharedLaunches.isEmpty { try mark?("shared expert") }
   }
 
   /// Steps 3-6 with grouped launches (`ExpertLaunch.grouped`): gate/up for
@@ -383,9 +390,11 @@ public final class GPUMoELayer {
 
   /// Enqueues steps 3-5 with grouped launches (no synchronize, no host
   /// work between the operations); returns the device buffers they use
-  /// beyond `s` and `plan` (a captured graph keeps them alive).
+  /// beyond `s` and `plan` (a captured graph keeps them alive). `mark` (if
+  /// any) is called after each stage is enqueued, with its name.
   func enqueueGrouped(
-    _ s: Scratch, plan: MoERouting.DevicePlan, identity: DeviceBuffer, sharedScale: DeviceBuffer?
+    _ s: Scratch, plan: MoERouting.DevicePlan, identity: DeviceBuffer, sharedScale: DeviceBuffer?,
+    mark: StageMark? = nil
   ) throws(CUDAError) -> [DeviceBuffer] {
     let context = session.context
     let stream = session.stream
@@ -420,9 +429,12 @@ public final class GPUMoELayer {
       shared.map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0)
     let workspace = try self.workspace.atLeast(workspaceBytes, context: context, zeroedOn: stream)
     try s.slots.fill(byte: 0, on: stream)
+    try mark?("zero slots")
     try GroupedLaunch.run(gateUp, workspace: workspace, library: session.library, stream: stream)
+    try mark?("gate/up")
     try GroupedLaunch.run(down, workspace: workspace, library: session.library, stream: stream)
-    try enqueueCombineAndShared(s, sharedLaunches: shared, workspace: workspace)
+    try mark?("down")
+    try enqueueCombineAndShared(s, sharedLaunches: shared, workspace: workspace, mark: mark)
     return [g.intermediate, g.identity] + (workspace.map { [$0] } ?? [])
   }
 

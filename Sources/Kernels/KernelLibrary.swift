@@ -50,13 +50,15 @@ public final class KernelLibrary: @unchecked Sendable {
   public static func files(for architecture: String) -> [File] { files.filter { $0.builds(for: architecture) } }
 
   /// Entry points of the Hopper family (`dual_sparse_gemm_sm90.cu`): the
-  /// portable names with `_sm90`, every pattern, dtype and epilogue.
+  /// portable names with `_sm90` and `_sm90_grouped`, every pattern, dtype
+  /// and epilogue.
   static var sm90EntryPoints: [String] {
     var names: [String] = []
     for dtype in ["bf16", "fp16"] {
       for pattern in PortableKernel.supportedPatterns {
         for epilogue in ["store", "silu", "add", "slots"] {
-          names.append("samoyeds_\(dtype)_n\(pattern.n)m\(pattern.m)_\(epilogue)_sm90")
+          let name = "samoyeds_\(dtype)_n\(pattern.n)m\(pattern.m)_\(epilogue)_sm90"
+          names += [name, name + "_grouped"]
         }
       }
     }

@@ -459,7 +459,7 @@ public enum PortableKernel {
   }
 
   /// Output tiles a launch that sums its own splits may have.
-  static let splitCounterCapacity = 4096
+  static let splitCounterCapacity = 32768
 
   /// The counters' bytes at the start of a split-k workspace (fixed, so
   /// that launches of any shape find theirs zero).

@@ -248,7 +248,9 @@ struct Bench: ParsableCommand {
         shared expert; no host work in between) timed with CUDA events around one call \
         after flushing the L2 (as the dense baselines), launched one by one \
         (`eagerMilliseconds`) and replayed as one CUDA graph (`graphMilliseconds`), and \
-        the relative error between its output and forward's. bench/baselines/run_all.py reads \
+        the relative error between its output and forward's, and the median time of each of \
+        its stages (an event after each; a second line per row, `stages` in the JSON). \
+        bench/baselines/run_all.py reads \
         the JSON next to the dense baselines.
         """)
 
@@ -285,6 +287,7 @@ struct Bench: ParsableCommand {
           let row = try bench.run(tokens: count, decode: count <= graphTokens)
           rows.append(row)
           print(row.line)
+          if let stages = row.stageLine { print(stages) }
         }
       }
       if let json {

@@ -12,22 +12,38 @@ import Foundation
 #endif
 
 /// One row of `samoyeds bench moe --json` (keys read by bench/baselines/moe_results.py).
+/// "Device path" = the GPU router, grouped expert launches, combine and
+/// shared expert with no host work in between (`DecodeGraph`).
 struct MoEBenchRow: Codable {
   var model: String
   var tokens: Int
   /// Wall time of `GPUMoELayer.forward` (host checks, upload, per-expert launches, download).
   var forwardMilliseconds: Double
-  /// The decode path launched one operation at a time (CUDA events), if timed.
+  /// The device path launched one operation at a time (CUDA events), if timed.
   var eagerMilliseconds: Double?
-  /// The decode path replayed as one CUDA graph (CUDA events), if timed.
+  /// The device path replayed as one CUDA graph (CUDA events), if timed.
   var graphMilliseconds: Double?
   /// Weight bytes of the experts a replay reads at most (every expert with a
   /// token: min(E, T·topK) experts, plus the shared expert) over graph time.
   var graphGBps: Double?
-  /// Relative Frobenius difference between the decode path's output and forward's.
+  /// Relative Frobenius difference between the device path's output and forward's.
   var graphVersusForward: Double?
-  /// Why the decode path was not timed, if it was not.
+  /// Why the device path was not timed, if it was not.
   var note: String?
+  /// The device path's stages launched one by one with an event after
+  /// each (router, shared gate, zero slots, gate/up, down, combine, shared
+  /// expert): the median of each stage's time, in launch order.
+  var stages: [Stage]?
+
+  struct Stage: Codable {
+    var stage: String
+    var milliseconds: Double
+  }
+
+  /// "router 0.012 · gate/up 0.451 · …", or nil.
+  var stageLine: String? {
+    stages.map { "    " + $0.map { "\($0.stage) \(Fmt.fixed($0.milliseconds, 4))" }.joined(separator: " · ") }
+  }
 
   var line: String {
     func ms(_ v: Double?) -> String { v.map { Fmt.right(Fmt.fixed($0, 4), 10) } ?? Fmt.right("-", 10) }
@@ -105,7 +121,7 @@ final class MoEBench {
     do {
       graph = try layer.captureDecode(tokens: tokens)
     } catch GPUEngineError.unsupported(let why) {
-      row.note = "no decode path: \(why)"
+      row.note = "no device path: \(why)"
       return row
     }
     try graph.setInput(x)
@@ -135,7 +151,36 @@ final class MoEBench {
     row.graphMilliseconds = graphMs
     let experts = min(config.numExperts, tokens * config.topK)
     row.graphGBps = Double(experts * expertBytes + sharedBytes) / (graphMs * 1e6)
+    row.stages = try stageTimes(graph)
     return row
+  }
+
+  /// Each stage's median time over `samples` eager calls with an event
+  /// recorded after every stage (L2 flushed before each call).
+  func stageTimes(_ graph: DecodeGraph) throws -> [MoEBenchRow.Stage] {
+    let stream = session.stream
+    let context = session.context
+    var order: [String] = []
+    var times: [String: [Double]] = [:]
+    for _ in 0..<samples {
+      try flush.fill(byte: 0, on: stream)
+      let start = try CUDAEvent(context: context)
+      try start.record(on: stream)
+      var events: [(String, CUDAEvent)] = []
+      try graph.enqueueEager { (name: String) throws(CUDAError) in
+        let event = try CUDAEvent(context: context)
+        try event.record(on: stream)
+        events.append((name, event))
+      }
+      try (events.last?.1 ?? start).synchronize()
+      var previous = start
+      for (name, event) in events {
+        if times[name] == nil { order.append(name) }
+        times[name, default: []].append(Double(try event.milliseconds(since: previous)))
+        previous = event
+      }
+    }
+    return order.map { MoEBenchRow.Stage(stage: $0, milliseconds: median(times[$0] ?? [])) }
   }
 
   func median(_ values: [Double]) -> Double {
