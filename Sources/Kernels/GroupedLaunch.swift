@@ -1,17 +1,24 @@
 import CUDA
 import SamoyedsFormat
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Every expert of one projection in one launch of the streaming kernel
-/// (`<name>_stream_grouped`, the decode path): the CTAs find their expert
-/// and token tile from the routing plan's expert offsets on the device, so
-/// the host needs no token counts, issues no synchronize, and the launch can
-/// be captured in a CUDA graph. The grid covers an upper bound of the
-/// experts' token tiles (`maxEntries`, e.g. T·topK); CTAs past the last tile
-/// return at once.
+/// (`<name>_stream_grouped`, few entries per expert) or, on sm_90a, of the
+/// wgmma kernel (`<name>_sm90_grouped`, from 32 per expert on average): the
+/// CTAs find their expert and token tile from the routing plan's expert
+/// offsets on the device, so the host needs no token counts, issues no
+/// synchronize, and the launch can be captured in a CUDA graph. The grid
+/// covers an upper bound of the experts' token tiles (`maxEntries`, e.g.
+/// T·topK); CTAs past the last tile return at once.
 ///
 /// Verified on the H200 (`samoyeds verify --filter grouped`; memcheck clean).
 /// `GPUMoELayer` uses it when asked (`ExpertLaunch.grouped`) and for its
-/// decode graphs.
+/// device path (`DecodeGraph`).
 public enum GroupedLaunch {
   /// The experts' packed weights as the grouped kernels read them: a table
   /// of `WeightArgs` (three pointers and two Int32, 32 bytes) per expert on
@@ -117,18 +124,32 @@ public enum GroupedLaunch {
   }
 
   /// The kernel of a grouped launch: the forced one, else wgmma (sm_90a)
-  /// when the experts' average entry count is past where `PortableKernel
-  /// .tiling` picks wgmma for one expert (32 entries for large weights, 256
-  /// for ones of at most 4M elements), else the streaming kernel. The
-  /// average assumes every expert with an entry: min(experts, maxEntries)
-  /// of them.
+  /// when the experts' average entry count reaches `wgmmaEntries` (32),
+  /// else the streaming kernel. The average assumes every expert with an
+  /// entry: min(experts, maxEntries) of them.
+  ///
+  /// One expert alone switches later for small weights (`PortableKernel
+  /// .tiling`: past 256 tokens), where a single launch has too few CTAs for
+  /// the wgmma kernel; a grouped launch has every expert's. Measured on an
+  /// H200 with the per-expert thresholds (`bench moe` stages, Qwen3-30B-A3B
+  /// at T = 4096, 256 entries per expert): the streaming gate/up took 1.34
+  /// ms, against 1.39 ms for the wgmma one at T = 16384 with 4x the entries.
   public static func tiling(_ a: Arguments, context: CUDAContext) -> PortableKernel.Tiling {
     if let forced = a.tiling { return forced }
-    let w = a.weights.weights[0]
     let average = a.maxEntries / max(1, min(a.weights.weights.count, a.maxEntries))
-    let small = w.rows * w.columns <= 4 << 20
-    return average > (small ? 256 : 32) && wgmmaAvailable(a, context: context) ? .wgmma : .stream
+    return average >= wgmmaEntries && wgmmaAvailable(a, context: context) ? .wgmma : .stream
   }
+
+  /// Average entries per expert from which grouped launches use wgmma;
+  /// `SAMOYEDS_GROUPED_WGMMA_ENTRIES` overrides it (a large value: never).
+  static let wgmmaEntries: Int = {
+    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_GROUPED_WGMMA_ENTRIES"], let value = Int(text),
+      value >= 1
+    {
+      return value
+    }
+    return 32
+  }()
 
   /// Whether the Hopper kernel can run `a` here (sm_90a; its producer's
   /// 32-bit offsets into x; its shared memory).
