@@ -409,10 +409,10 @@ public final class GPUMoELayer {
     guard let tables = groupTables else { throw .invalidArgument("no weight tables") }
     if groupScratch?.entries != entries {
       groupScratch = nil
-      let ffn = config.expertIntermediateSize
+      let sizes = LayerMemory.groupedSizes(config, entries: entries)  // as `samoyeds memory` reports
       groupScratch = (
-        entries, try DeviceBuffer(context: context, byteCount: max(entries * ffn * 2, 16)),
-        try DeviceBuffer(context: context, copying: (0..<max(entries, 1)).map { Int32($0) })
+        entries, try DeviceBuffer(context: context, byteCount: sizes.intermediate),
+        try DeviceBuffer(context: context, copying: (0..<sizes.rows / 4).map { Int32($0) })
       )
     }
     guard let g = groupScratch else { throw .invalidArgument("no grouped scratch") }

@@ -11,10 +11,12 @@ import SamoyedsModel
 /// every MoE layer.
 ///
 /// No buffer of the layer is sized by experts × T: the slots are
-/// [T·topK, hidden] and the intermediate [T, ffn] (reused expert after
-/// expert). Not counted: the GPU router's logits workspace (f32 [T, E] per
-/// k-split; routing needs a score per token and expert) when the layer
-/// routes on the device.
+/// [T·topK, hidden], the intermediate [T, ffn] (reused expert after
+/// expert) and, on the device path (grouped launches, `DecodeGraph`), the
+/// grouped intermediate [T·topK, ffn] (every expert's rows at once). Not
+/// counted: the GPU router's logits workspace (f32 [T, E] per k-split;
+/// routing needs a score per token and expert) when the layer routes on
+/// the device.
 public enum LayerMemory {
   /// a · b, or Int.max when that overflows (configurations can describe
   /// more bytes than an Int holds; the answer is then "does not fit").
@@ -54,15 +56,27 @@ public enum LayerMemory {
       intermediate: tokens * ffn * 2, slots: tokens * config.topK * hidden * 4, out: tokens * hidden * 4)
   }
 
+  /// The device path's grouped scratch for `entries` (T·topK) routed
+  /// entries: the intermediate [entries, ffn] 16-bit (every expert's SiLU
+  /// rows) and the identity rows [entries] Int32 the down projection reads.
+  public static func groupedSizes(_ config: MoEConfig, entries: Int) -> (intermediate: Int, rows: Int) {
+    (max(entries * config.expertIntermediateSize * 2, 16), max(entries, 1) * 4)
+  }
+
   /// Bytes of each buffer one forward of `tokens` tokens allocates, by name:
-  /// `scratchSizes`, and the GPU router's plan (experts, weights, token
-  /// indices, output slots: 4 B per entry each, and the offsets).
+  /// `scratchSizes`, the GPU router's plan (experts, weights, token
+  /// indices, output slots: 4 B per entry each, and the offsets), and the
+  /// device path's grouped scratch (`groupedSizes`) with a graph's identity
+  /// rows and shared scale (8 B per token).
   public static func scratch(_ config: MoEConfig, tokens: Int) -> [(name: String, bytes: Int)] {
     let s = scratchSizes(config, tokens: tokens)
+    let grouped = tokens == 0 ? (intermediate: 0, rows: 0) : groupedSizes(config, entries: tokens * config.topK)
     return [
       ("x [T, hidden] bf16", s.x), ("index lists", s.indices), ("intermediate [T, ffn] bf16", s.intermediate),
       ("slots [T·topK, hidden] f32", s.slots), ("out [T, hidden] f32", s.out),
       ("GPU router plan", 5 * tokens * config.topK * 4 + (config.numExperts + 1) * 4),
+      ("grouped intermediate [T·topK, ffn] bf16", grouped.intermediate), ("grouped rows [T·topK]", grouped.rows),
+      ("graph rows and scale [T]", tokens * 8),
     ]
   }
 
