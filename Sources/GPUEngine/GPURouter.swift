@@ -30,6 +30,10 @@ public final class GPURouter {
   private var buffers: (tokens: Int, plan: MoERouting.DevicePlan)?
   /// Grown to the largest launch seen.
   private var workspace = GrowingBuffer()
+  /// A forced k split of the logits (`MoERouting.Problem.splits`), which
+  /// also keeps few tokens on the general path (`verify` covers both); nil
+  /// chooses.
+  public var logitSplits: Int? = nil
 
   /// The `MoERouting` problem of `config`'s router rule for `tokens` tokens:
   /// top-k, renormalization and, for a capacity (OpenMoE), the number of
@@ -87,11 +91,13 @@ public final class GPURouter {
   func routeRetaining(x: DeviceBuffer, tokens: Int) throws(CUDAError) -> (
     plan: MoERouting.DevicePlan, scratch: DeviceBuffer?
   ) {
-    let problem = Self.problem(config: config, tokens: tokens, dtype: dtype)
+    var problem = Self.problem(config: config, tokens: tokens, dtype: dtype)
+    problem.splits = logitSplits
     try MoERouting.canImplement(problem)
     let plan = try planBuffers(tokens: tokens)
     let bytes = MoERouting.workspaceBytes(problem, multiprocessors: session.context.multiprocessorCount)
-    let scratch = try workspace.atLeast(bytes, context: session.context)
+    // Zeroed when allocated: the decode path's arrival counter.
+    let scratch = try workspace.atLeast(bytes, context: session.context, zeroedOn: session.stream)
     try MoERouting.run(
       MoERouting.Arguments(problem: problem, x: x, router: weight, plan: plan), workspace: scratch,
       library: session.library, stream: session.stream)

@@ -1,6 +1,12 @@
 import CUDA
 import SamoyedsFormat
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// The router and the activation-side dispatch on the GPU (`moe_routing.cu`).
 ///
 /// From hidden states x [T, hidden] (bf16/fp16, the buffer the expert GEMMs
@@ -22,7 +28,9 @@ import SamoyedsFormat
 ///
 /// Bitwise deterministic: no float atomics; integer atomics only count.
 /// Four launches and one memset on the caller's stream, nothing
-/// synchronized. Host contract in CUTLASS's style: `Problem`/`Arguments` →
+/// synchronized; for decode (T ≤ `smallTokens`, no capacity drops) one
+/// launch (`samoyeds_route_small_*`: logits by one warp per expert, then
+/// the last CTA selects and builds the plan). Host contract in CUTLASS's style: `Problem`/`Arguments` →
 /// `canImplement` → `workspaceBytes` → `run(on:)`.
 ///
 /// The router weight is f32 (a bf16 checkpoint's router converts exactly),
@@ -44,14 +52,36 @@ public enum MoERouting {
   static let blockTokens = 128
   static let scatterWarps = 8
   static let scanThreads = 256
+  /// Decode routing: most tokens of the one-launch path (`kSmallTokens`),
+  /// experts per CTA (`kSmallWarps`).
+  static let smallTokens = 16
+  static let smallWarps = 8
   /// Most k splits of the logits: partials summed per logit by `select`.
   static let maxSplits = 16
 
   /// The kernels of `moe_routing.cu`.
   public static let entryPoints = [
     "samoyeds_router_logits_bf16", "samoyeds_router_logits_fp16", "samoyeds_router_select", "samoyeds_route_scan",
-    "samoyeds_route_scatter", "samoyeds_shared_gate_bf16", "samoyeds_shared_gate_fp16",
+    "samoyeds_route_scatter", "samoyeds_shared_gate_bf16", "samoyeds_shared_gate_fp16", "samoyeds_route_small_bf16",
+    "samoyeds_route_small_fp16",
   ]
+
+  /// Most tokens routed by the one-launch decode path; at most
+  /// `smallTokens`. `SAMOYEDS_ROUTER_SMALL_TOKENS` overrides it (0: never).
+  static let smallPathTokens: Int = {
+    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_ROUTER_SMALL_TOKENS"], let value = Int(text), value >= 0 {
+      return min(value, smallTokens)
+    }
+    return smallTokens
+  }()
+
+  /// Whether `p` takes the one-launch decode path: few tokens, no
+  /// capacity drops (with a capacity below T the general path's admission
+  /// order applies) and no forced split (a forced split asks for the
+  /// general path's tiled logits).
+  static func routesInOneLaunch(_ p: Problem) -> Bool {
+    p.tokens >= 1 && p.tokens <= smallPathTokens && p.kernelCapacity >= p.tokens && p.splits == nil
+  }
 
   /// The shared expert's sigmoid gate on the device (Qwen2-MoE):
   /// `scale[t] = 1 / (1 + exp(−x[t] · gate))` for t < `tokens`, x
@@ -97,7 +127,8 @@ public enum MoERouting {
     /// Entries each expert admits for this T (OpenMoE's
     /// `ExpertCapacity.capacity`); nil = no limit.
     public var capacity: Int?
-    /// A forced k split of the logits; nil chooses one (`logitSplits`).
+    /// A forced k split of the logits (and the general path even for few
+    /// tokens); nil chooses one (`logitSplits`).
     public var splits: Int?
 
     public init(
@@ -234,11 +265,14 @@ public enum MoERouting {
     return ((chunks + perSplit - 1) / perSplit, perSplit)
   }
 
-  /// Byte offsets of the workspace sections, each 256-byte aligned:
-  /// partial logits f32 [splits][T][E]; counts, admitted Int32
-  /// [E][topK][blocks]; block starts Int32 [E][blocks]; totals Int32 [E].
+  /// Byte offsets of the workspace sections, each 256-byte aligned: the
+  /// decode path's arrival counter (UInt32 at 0, in a 256-byte header, so
+  /// every T finds it at the same place); partial logits f32
+  /// [splits][T][E]; counts, admitted Int32 [E][topK][blocks]; block
+  /// starts Int32 [E][blocks]; totals Int32 [E].
   struct WorkspaceLayout: Equatable {
-    var logits = 0
+    var arrivals = 0
+    var logits = 256
     var counts = 0
     var countsBytes = 0
     var admitted = 0
@@ -250,7 +284,7 @@ public enum MoERouting {
       func aligned(_ n: Int) -> Int { (n + 255) / 256 * 256 }
       let pairs = p.experts * p.topK * p.blocks
       countsBytes = pairs * 4
-      counts = aligned(splits * p.tokens * p.experts * 4)
+      counts = logits + aligned(splits * p.tokens * p.experts * 4)
       admitted = counts + aligned(countsBytes)
       blockStart = admitted + aligned(countsBytes)
       expertTotals = blockStart + aligned(p.experts * p.blocks * 4)
@@ -265,8 +299,10 @@ public enum MoERouting {
     return WorkspaceLayout(p, splits: logitSplits(p, multiprocessors: multiprocessors).splits).bytes
   }
 
-  /// Builds the plan on `stream`: a memset and four launches, nothing
-  /// synchronized. `workspace` must hold `workspaceBytes` bytes. With no
+  /// Builds the plan on `stream`: a memset and four launches, or one launch
+  /// (`routesInOneLaunch`), nothing synchronized. `workspace` must hold
+  /// `workspaceBytes` bytes, its first 4 bytes (the decode path's arrival
+  /// counter) zero when first used; every launch leaves them zero. With no
   /// tokens only `expertOffsets` is written (all zero).
   public static func run(
     _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
@@ -277,12 +313,16 @@ public enum MoERouting {
       try a.plan.expertOffsets.fill(word: 0, count: p.experts + 1, on: stream)
       return
     }
-    let (splits, chunksPerSplit) = logitSplits(p, multiprocessors: library.context.multiprocessorCount)
+    // The one-launch path computes whole logits (one split); its layout is
+    // never larger than the general path's, which `workspaceBytes` sizes.
+    let small = routesInOneLaunch(p)
+    let (splits, chunksPerSplit) =
+      small ? (1, p.hidden / hiddenMultiple) : logitSplits(p, multiprocessors: library.context.multiprocessorCount)
     let layout = WorkspaceLayout(p, splits: splits)
     guard let workspace, workspace.byteCount >= layout.bytes else {
       throw .invalidArgument("routing workspace of \(workspace?.byteCount ?? 0) bytes, needs \(layout.bytes)")
     }
-    try workspace.view(offset: layout.counts, byteCount: layout.countsBytes).fill(byte: 0, on: stream)
+    if !small { try workspace.view(offset: layout.counts, byteCount: layout.countsBytes).fill(byte: 0, on: stream) }
 
     // struct RoutingArgs, field by field.
     var bytes = ArgumentBytes()
@@ -307,6 +347,13 @@ public enum MoERouting {
     var arguments = KernelArguments()
     arguments.append(bytes: bytes.bytes)
 
+    if small {
+      arguments.append(workspace.address + UInt64(layout.arrivals))
+      try library.function("samoyeds_route_small_\(p.dtype)").launch(
+        grid: ((p.experts + smallWarps - 1) / smallWarps, 1, 1), block: (smallWarps * 32, 1, 1), stream: stream,
+        arguments: arguments)
+      return
+    }
     let block = (logitThreads, 1, 1)
     try library.function("samoyeds_router_logits_\(p.dtype)").launch(
       grid: ((p.tokens + tileTokens - 1) / tileTokens, (p.experts + tileExperts - 1) / tileExperts, splits),

@@ -257,10 +257,14 @@ struct GPUVerifier {
     var tokens: Int
     var dtype: DType = .bf16
     var skewed = false
+    /// A forced k split of the logits (`GPURouter.logitSplits`): the
+    /// general path even for T ≤ 16, which otherwise routes in one launch.
+    var splits: Int? = nil
 
-    /// "gpu router qwen3-moe-mini T=77", then " skewed" / " fp16".
+    /// "gpu router qwen3-moe-mini T=77", then " skewed" / " fp16" / " splits=2".
     var description: String {
       "gpu router \(config.name) T=\(tokens)\(skewed ? " skewed" : "")\(dtype == .bf16 ? "" : " \(dtype)")"
+        + (splits.map { " splits=\($0)" } ?? "")
     }
   }
 
@@ -282,7 +286,14 @@ struct GPUVerifier {
       default: nil
       }
     }
-    return mini + full + large
+    // Few tokens on the general path (forced splits), after the cases above
+    // so that they keep their seeds: mini T = 1, 3, 16 skewed; full T = 1.
+    let general =
+      Presets.mini.flatMap { config in
+        [RouterCase(config: config, tokens: 1, splits: 2), RouterCase(config: config, tokens: 3, splits: 1)]
+          + [RouterCase(config: config, tokens: 16, skewed: true, splits: 2)]
+      } + Presets.full.map { RouterCase(config: $0, tokens: 1, splits: 8) }
+    return mini + full + large + general
   }
 
   /// Runs `c` twice on the GPU (the two plans must be bitwise equal) and
@@ -303,6 +314,7 @@ struct GPUVerifier {
     x = ExactLogits.hiddenStates(x)
     let expected = try CPUMoELayer.route(x, config: config, router: router)
     let gpuRouter = try GPURouter(config: config, router: router, session: session, dtype: c.dtype)
+    gpuRouter.logitSplits = c.splits
     let xBuffer = try DeviceBuffer(context: session.context, copying: HalfBits.encode(x.storage, c.dtype))
     var plans: [RoutingPlan] = []
     for _ in 0..<2 {

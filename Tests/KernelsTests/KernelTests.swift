@@ -97,10 +97,11 @@ import Foundation
     }
     // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped
     // (+ bn32, rt2x2 for 1:2); then logits (bf16, fp16), select, scan,
-    // scatter and the shared gate (bf16, fp16); then sm90 and sm90_grouped.
+    // scatter, the shared gate and the decode routing (bf16, fp16); then sm90
+    // and sm90_grouped.
     #expect(
       KernelLibrary.entryPoints.count
-        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 2 + 7
+        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 2 + 9
         + 2 * PortableKernel.supportedPatterns.count * 4 * 2)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
@@ -139,7 +140,8 @@ import Foundation
       ("kTileTokens", MoERouting.tileTokens), ("kTileExperts", MoERouting.tileExperts),
       ("kLogitThreads", MoERouting.logitThreads), ("kSelectWarps", MoERouting.selectWarps),
       ("kBlockTokens", MoERouting.blockTokens), ("kScatterWarps", MoERouting.scatterWarps),
-      ("kScanThreads", MoERouting.scanThreads),
+      ("kScanThreads", MoERouting.scanThreads), ("kSmallTokens", MoERouting.smallTokens),
+      ("kSmallWarps", MoERouting.smallWarps),
     ]
     for (name, value) in mirrors { #expect(constant(name) == value, "\(name)") }
   }
@@ -394,7 +396,7 @@ import Foundation
     let layout = MoERouting.WorkspaceLayout(problem, splits: 3)
     let blocks = (1000 + 127) / 128
     let sections = [
-      (layout.logits, 3 * 1000 * 60 * 4), (layout.counts, 60 * 4 * blocks * 4), (layout.admitted, 60 * 4 * blocks * 4),
+      (layout.arrivals, 4), (layout.logits, 3 * 1000 * 60 * 4), (layout.counts, 60 * 4 * blocks * 4), (layout.admitted, 60 * 4 * blocks * 4),
       (layout.blockStart, 60 * blocks * 4), (layout.expertTotals, 60 * 4),
     ]
     #expect(layout.countsBytes == 60 * 4 * blocks * 4)
@@ -409,6 +411,32 @@ import Foundation
         == MoERouting.WorkspaceLayout(problem, splits: splits).bytes)
     problem.tokens = 0
     #expect(MoERouting.workspaceBytes(problem, multiprocessors: 132) == 0)
+  }
+
+  /// The one-launch decode path: 1 ... 16 tokens, never with capacity drops;
+  /// its one-split layout fits in the general path's workspace.
+  @Test func decodeRoutingTakesFewTokensWithoutDrops() {
+    var problem = Self.base
+    for tokens in [1, 7, 16] {
+      problem.tokens = tokens
+      problem.capacity = nil
+      #expect(MoERouting.routesInOneLaunch(problem), "T=\(tokens)")
+      #expect(
+        MoERouting.WorkspaceLayout(problem, splits: 1).bytes
+          <= MoERouting.workspaceBytes(problem, multiprocessors: 132))
+      problem.capacity = tokens - 1  // a drop is possible
+      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens) capacity \(tokens - 1)")
+      problem.capacity = tokens
+      #expect(MoERouting.routesInOneLaunch(problem), "T=\(tokens) capacity \(tokens)")
+      problem.splits = 1  // forced: the general path
+      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens) forced split")
+      problem.splits = nil
+    }
+    for tokens in [0, 17, 1000] {
+      problem.tokens = tokens
+      problem.capacity = nil
+      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens)")
+    }
   }
 }
 

@@ -53,11 +53,14 @@ constexpr int kSelectWarps = 8;    // select: tokens (warps) per CTA
 constexpr int kBlockTokens = 128;  // dispatch block: tokens one warp scatters, in order
 constexpr int kScatterWarps = 8;   // scatter: dispatch blocks (warps) per CTA
 constexpr int kScanThreads = 256;  // scan and scatter CTAs (>= kMaxExperts)
+constexpr int kSmallTokens = 16;   // decode routing (one launch): at most this many tokens
+constexpr int kSmallWarps = 8;     //   experts per CTA (a warp each); the last CTA builds the plan
 
 constexpr int kExpertsPerLane = kMaxExperts / 32;
 static_assert(kScatterWarps * 32 == kScanThreads && kScanThreads >= kMaxExperts, "one thread per expert");
 static_assert(kMaxTopK <= 32, "rank r of a token is held by lane r in select");
 static_assert(kBlockTokens % 32 == 0, "dispatch blocks are whole warps of tokens");
+static_assert(kSmallWarps * 32 >= kMaxExperts, "decode routing: one thread per expert in the plan step");
 
 // ---------------------------------------------------------------------------
 // Arguments: one struct for every kernel (laid out by MoERouting.swift)
@@ -248,11 +251,10 @@ __device__ __forceinline__ void routerLogits(const RoutingArgs& a) {
 // within that of each other (docs/DATAFLOW.md: exact-logit inputs).
 // Lane r keeps rank r's choice and counts it in counts[e][r][t / kBlockTokens].
 
-__device__ __forceinline__ void routerSelect(const RoutingArgs& a) {
-  const int t = blockIdx.x * kSelectWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (t >= a.tokens) return;  // whole warps
-
+// `COHERENT`: read the logits with ld.global.cg (written by other CTAs of
+// the same launch: the decode routing's last CTA).
+template <bool COHERENT>
+__device__ __forceinline__ void selectToken(const RoutingArgs& a, int t, int lane, int& myExpert, float& myWeight) {
   float p[kExpertsPerLane];
   float maximum = negativeInfinity();
 #pragma unroll
@@ -261,7 +263,10 @@ __device__ __forceinline__ void routerSelect(const RoutingArgs& a) {
     p[j] = 0.f;
     if (e < a.experts) {
       float logit = 0.f;
-      for (int s = 0; s < a.splits; ++s) logit += a.logits[((size_t)s * a.tokens + t) * a.experts + e];
+      for (int s = 0; s < a.splits; ++s) {
+        const float* at = a.logits + ((size_t)s * a.tokens + t) * a.experts + e;
+        logit += COHERENT ? __ldcg(at) : *at;
+      }
       p[j] = logit;
       maximum = fmaxf(maximum, logit);
     }
@@ -280,8 +285,8 @@ __device__ __forceinline__ void routerSelect(const RoutingArgs& a) {
   for (int j = 0; j < kExpertsPerLane; ++j) p[j] = p[j] / total;
 
   unsigned taken = 0u;  // bit j: expert lane + 32 j already chosen
-  int myExpert = -1;
-  float myWeight = 0.f;
+  myExpert = -1;
+  myWeight = 0.f;
   for (int rank = 0; rank < a.topK; ++rank) {
     float bestValue = 0.f;
     int best = -1;
@@ -317,6 +322,15 @@ __device__ __forceinline__ void routerSelect(const RoutingArgs& a) {
     for (int rank = 0; rank < a.topK; ++rank) sum += __shfl_sync(0xffffffffu, myWeight, rank);
     myWeight = myWeight / sum;
   }
+}
+
+__device__ __forceinline__ void routerSelect(const RoutingArgs& a) {
+  const int t = blockIdx.x * kSelectWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (t >= a.tokens) return;  // whole warps
+  int myExpert;
+  float myWeight;
+  selectToken<false>(a, t, lane, myExpert, myWeight);
   if (lane < a.topK) {
     a.selectedExperts[(size_t)t * a.topK + lane] = myExpert;
     a.selectedWeights[(size_t)t * a.topK + lane] = myWeight;
@@ -485,6 +499,107 @@ __device__ __forceinline__ void routeScatter(const RoutingArgs& a) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Decode routing: steps 1-4 in one launch (T <= kSmallTokens, no capacity drops)
+// ---------------------------------------------------------------------------
+//
+// Grid ceil(E / kSmallWarps), 256 threads. Warp w of CTA b computes the
+// logits of expert e = b * kSmallWarps + w for every token (lane l takes
+// columns 8 l .. 8 l + 7 of every 256: one 16-byte load of x per token and
+// two float4 of R per step, R read once; then a butterfly per token) into
+// logits [T][E] (one split). The CTA that arrives last (a counter at the
+// workspace's start, atomicInc wrapping back to 0) selects every token as
+// `select` does (a warp per token, logits read with ld.global.cg) and
+// builds the plan: thread e counts its entries, a CTA scan gives the
+// offsets, and thread e writes its entries in token order. Saves the
+// memset and three launches of the general path; same plan (a stable
+// counting sort), logits summed in a different order.
+
+template <typename T>
+__device__ __forceinline__ float dot8(uint4 v, float4 r0, float4 r1, float acc) {
+  acc = fmaf(toFloat<T>(uint16_t(v.x & 0xffffu)), r0.x, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.x >> 16)), r0.y, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.y & 0xffffu)), r0.z, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.y >> 16)), r0.w, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.z & 0xffffu)), r1.x, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.z >> 16)), r1.y, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.w & 0xffffu)), r1.z, acc);
+  acc = fmaf(toFloat<T>(uint16_t(v.w >> 16)), r1.w, acc);
+  return acc;
+}
+
+template <typename T>
+__device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arrivals) {
+  __shared__ int warpTotals[32];
+  __shared__ int chosen[kSmallTokens * kMaxTopK];
+  __shared__ float chosenWeights[kSmallTokens * kMaxTopK];
+  __shared__ bool isLast;
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int e = blockIdx.x * kSmallWarps + warp;
+  if (e < a.experts) {  // uniform over the warp
+    float acc[kSmallTokens];
+#pragma unroll
+    for (int t = 0; t < kSmallTokens; ++t) acc[t] = 0.f;
+    const float* row = a.router + (size_t)e * a.hidden;
+    for (int c = lane * 8; c < a.hidden; c += 256) {  // hidden is a multiple of 32
+      const float4 r0 = *reinterpret_cast<const float4*>(row + c);
+      const float4 r1 = *reinterpret_cast<const float4*>(row + c + 4);
+#pragma unroll
+      for (int t = 0; t < kSmallTokens; ++t) {
+        if (t < a.tokens) {
+          const uint4 v = *reinterpret_cast<const uint4*>(a.x + (size_t)t * a.hidden + c);
+          acc[t] = dot8<T>(v, r0, r1, acc[t]);
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kSmallTokens; ++t) {
+      if (t < a.tokens) {
+        const float sum = warpSum(acc[t]);
+        if (lane == 0) a.logits[(size_t)t * a.experts + e] = sum;
+      }
+    }
+  }
+  __threadfence();  // this CTA's logits before its arrival
+  __syncthreads();
+  if (threadIdx.x == 0) isLast = atomicInc(arrivals, gridDim.x - 1) == gridDim.x - 1;
+  __syncthreads();
+  if (!isLast) return;
+  __threadfence();
+
+  for (int t = warp; t < a.tokens; t += kSmallWarps) {
+    int myExpert;
+    float myWeight;
+    selectToken<true>(a, t, lane, myExpert, myWeight);
+    if (lane < a.topK) {
+      a.selectedExperts[(size_t)t * a.topK + lane] = myExpert;
+      a.selectedWeights[(size_t)t * a.topK + lane] = myWeight;
+      chosen[t * a.topK + lane] = myExpert;
+      chosenWeights[t * a.topK + lane] = myWeight;
+    }
+  }
+  __syncthreads();
+  const int expert = threadIdx.x;  // blockDim >= kMaxExperts >= E
+  const int choices = a.tokens * a.topK;
+  int count = 0;
+  if (expert < a.experts)
+    for (int i = 0; i < choices; ++i) count += chosen[i] == expert;
+  int total;
+  int at = blockExclusiveScan(count, warpTotals, total);
+  if (expert < a.experts) {
+    a.expertOffsets[expert] = at;
+    for (int i = 0; i < choices; ++i) {  // token order, then rank: ascending tokens
+      if (chosen[i] != expert) continue;
+      a.tokenIndices[at] = i / a.topK;
+      a.weights[at] = chosenWeights[i];
+      a.outputSlots[at] = i;
+      ++at;
+    }
+  }
+  if (threadIdx.x == 0) a.expertOffsets[a.experts] = total;
+}
+
 // The shared expert's sigmoid gate (Qwen2-MoE): scale[t] = sigmoid(x[t] · g),
 // one warp per token, f32 accumulation in a fixed order (lane-strided
 // partial sums, then a butterfly), so a replay repeats bitwise.
@@ -534,6 +649,16 @@ extern "C" __global__ void __launch_bounds__(samoyeds::routing::kScanThreads)
 extern "C" __global__ void __launch_bounds__(samoyeds::routing::kScanThreads)
     samoyeds_route_scatter(const samoyeds::routing::RoutingArgs args) {
   samoyeds::routing::routeScatter(args);
+}
+
+extern "C" __global__ void __launch_bounds__(samoyeds::routing::kSmallWarps * 32)
+    samoyeds_route_small_bf16(const samoyeds::routing::RoutingArgs args, unsigned* arrivals) {
+  samoyeds::routing::routeSmall<samoyeds::bf16>(args, arrivals);
+}
+
+extern "C" __global__ void __launch_bounds__(samoyeds::routing::kSmallWarps * 32)
+    samoyeds_route_small_fp16(const samoyeds::routing::RoutingArgs args, unsigned* arrivals) {
+  samoyeds::routing::routeSmall<samoyeds::fp16>(args, arrivals);
 }
 
 extern "C" __global__ void __launch_bounds__(samoyeds::routing::kGateWarps * 32)
