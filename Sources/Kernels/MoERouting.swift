@@ -75,15 +75,6 @@ public enum MoERouting {
     return smallTokens
   }()
 
-  /// The one-launch path's k split: about 256 columns (one step of a warp)
-  /// per split, at most the general path's split count.
-  static func smallSplits(_ p: Problem, multiprocessors: Int) -> (splits: Int, chunksPerSplit: Int) {
-    let chunks = p.hidden / hiddenMultiple
-    let target = max(1, min(logitSplits(p, multiprocessors: multiprocessors).splits, p.hidden / 256))
-    let perSplit = (chunks + target - 1) / target
-    return ((chunks + perSplit - 1) / perSplit, perSplit)
-  }
-
   /// Whether `p` takes the one-launch decode path: few tokens, no
   /// capacity drops (with a capacity below T the general path's admission
   /// order applies) and no forced split (a forced split asks for the
@@ -322,13 +313,11 @@ public enum MoERouting {
       try a.plan.expertOffsets.fill(word: 0, count: p.experts + 1, on: stream)
       return
     }
-    // The one-launch path splits k into at most the general path's splits
-    // (so its layout fits the workspace `workspaceBytes` sizes).
+    // The one-launch path computes whole logits (one split); its layout is
+    // never larger than the general path's, which `workspaceBytes` sizes.
     let small = routesInOneLaunch(p)
     let (splits, chunksPerSplit) =
-      small
-      ? smallSplits(p, multiprocessors: library.context.multiprocessorCount)
-      : logitSplits(p, multiprocessors: library.context.multiprocessorCount)
+      small ? (1, p.hidden / hiddenMultiple) : logitSplits(p, multiprocessors: library.context.multiprocessorCount)
     let layout = WorkspaceLayout(p, splits: splits)
     guard let workspace, workspace.byteCount >= layout.bytes else {
       throw .invalidArgument("routing workspace of \(workspace?.byteCount ?? 0) bytes, needs \(layout.bytes)")
@@ -361,8 +350,8 @@ public enum MoERouting {
     if small {
       arguments.append(workspace.address + UInt64(layout.arrivals))
       try library.function("samoyeds_route_small_\(p.dtype)").launch(
-        grid: ((p.experts + smallWarps - 1) / smallWarps, splits, 1), block: (smallWarps * 32, 1, 1),
-        stream: stream, arguments: arguments)
+        grid: ((p.experts + smallWarps - 1) / smallWarps, 1, 1), block: (smallWarps * 32, 1, 1), stream: stream,
+        arguments: arguments)
       return
     }
     let block = (logitThreads, 1, 1)

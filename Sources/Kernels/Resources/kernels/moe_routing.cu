@@ -503,19 +503,17 @@ __device__ __forceinline__ void routeScatter(const RoutingArgs& a) {
 // Decode routing: steps 1-4 in one launch (T <= kSmallTokens, no capacity drops)
 // ---------------------------------------------------------------------------
 //
-// Grid (ceil(E / kSmallWarps), splits), 256 threads. Warp w of CTA (b, s)
-// computes the partial logits of expert e = b * kSmallWarps + w over the
-// columns of k-split s for every token (lane l takes columns 8 l .. 8 l + 7
-// of every 256: one 16-byte load of x per token and two float4 of R per
-// step, R read once; then a butterfly per token) into logits [s][T][E]. The
-// splits keep each warp to a step or two: the loads of one warp's steps
-// are dependent round trips to memory. The CTA that arrives last (a
-// counter at the workspace's start, atomicInc wrapping back to 0) selects
-// every token as `select` does (a warp per token, the splits summed in
-// order, read with ld.global.cg) and builds the plan: thread e counts its
-// entries, a CTA scan gives the offsets, and thread e writes its entries
-// in token order. Saves the memset and three launches of the general path;
-// same plan (a stable counting sort), logits summed in a different order.
+// Grid ceil(E / kSmallWarps), 256 threads. Warp w of CTA b computes the
+// logits of expert e = b * kSmallWarps + w for every token (lane l takes
+// columns 8 l .. 8 l + 7 of every 256: one 16-byte load of x per token and
+// two float4 of R per step, R read once; then a butterfly per token) into
+// logits [T][E] (one split). The CTA that arrives last (a counter at the
+// workspace's start, atomicInc wrapping back to 0) selects every token as
+// `select` does (a warp per token, logits read with ld.global.cg) and
+// builds the plan: thread e counts its entries, a CTA scan gives the
+// offsets, and thread e writes its entries in token order. Saves the
+// memset and three launches of the general path; same plan (a stable
+// counting sort), logits summed in a different order.
 
 template <typename T>
 __device__ __forceinline__ float dot8(uint4 v, float4 r0, float4 r1, float acc) {
@@ -544,9 +542,7 @@ __device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arriv
 #pragma unroll
     for (int t = 0; t < kSmallTokens; ++t) acc[t] = 0.f;
     const float* row = a.router + (size_t)e * a.hidden;
-    const int begin = blockIdx.y * a.chunksPerSplit * kChunk;
-    const int end = min(a.hidden, begin + a.chunksPerSplit * kChunk);
-    for (int c = begin + lane * 8; c < end; c += 256) {  // bounds are multiples of 32
+    for (int c = lane * 8; c < a.hidden; c += 256) {  // hidden is a multiple of 32
       const float4 r0 = *reinterpret_cast<const float4*>(row + c);
       const float4 r1 = *reinterpret_cast<const float4*>(row + c + 4);
 #pragma unroll
@@ -561,14 +557,13 @@ __device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arriv
     for (int t = 0; t < kSmallTokens; ++t) {
       if (t < a.tokens) {
         const float sum = warpSum(acc[t]);
-        if (lane == 0) a.logits[((size_t)blockIdx.y * a.tokens + t) * a.experts + e] = sum;
+        if (lane == 0) a.logits[(size_t)t * a.experts + e] = sum;
       }
     }
   }
   __threadfence();  // this CTA's logits before its arrival
   __syncthreads();
-  const unsigned ctas = gridDim.x * gridDim.y;
-  if (threadIdx.x == 0) isLast = atomicInc(arrivals, ctas - 1) == ctas - 1;
+  if (threadIdx.x == 0) isLast = atomicInc(arrivals, gridDim.x - 1) == gridDim.x - 1;
   __syncthreads();
   if (!isLast) return;
   __threadfence();
