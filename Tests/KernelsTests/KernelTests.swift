@@ -413,29 +413,32 @@ import Foundation
     #expect(MoERouting.workspaceBytes(problem, multiprocessors: 132) == 0)
   }
 
-  /// The one-launch decode path: 1 ... 16 tokens, never with capacity drops;
-  /// its one-split layout fits in the general path's workspace.
+  /// The one-launch decode path: 1 ... 16 tokens (T = 1 by default), never
+  /// with capacity drops or a forced split; its layout fits in the general
+  /// path's workspace.
   @Test func decodeRoutingTakesFewTokensWithoutDrops() {
     var problem = Self.base
+    problem.tokens = 1
+    #expect(MoERouting.routesInOneLaunch(problem) == (MoERouting.smallPathTokens >= 1))
     for tokens in [1, 7, 16] {
       problem.tokens = tokens
       problem.capacity = nil
-      #expect(MoERouting.routesInOneLaunch(problem), "T=\(tokens)")
+      #expect(MoERouting.routesInOneLaunch(problem, upTo: 16), "T=\(tokens)")
       #expect(
         MoERouting.WorkspaceLayout(problem, splits: 1).bytes
           <= MoERouting.workspaceBytes(problem, multiprocessors: 132))
       problem.capacity = tokens - 1  // a drop is possible
-      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens) capacity \(tokens - 1)")
+      #expect(!MoERouting.routesInOneLaunch(problem, upTo: 16), "T=\(tokens) capacity \(tokens - 1)")
       problem.capacity = tokens
-      #expect(MoERouting.routesInOneLaunch(problem), "T=\(tokens) capacity \(tokens)")
+      #expect(MoERouting.routesInOneLaunch(problem, upTo: 16), "T=\(tokens) capacity \(tokens)")
       problem.splits = 1  // forced: the general path
-      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens) forced split")
+      #expect(!MoERouting.routesInOneLaunch(problem, upTo: 16), "T=\(tokens) forced split")
       problem.splits = nil
     }
     for tokens in [0, 17, 1000] {
       problem.tokens = tokens
       problem.capacity = nil
-      #expect(!MoERouting.routesInOneLaunch(problem), "T=\(tokens)")
+      #expect(!MoERouting.routesInOneLaunch(problem, upTo: 64), "T=\(tokens)")
     }
   }
 }

@@ -28,6 +28,10 @@
 //        offsets[e] + blockStart[e][block] + (entries of e from earlier
 //        tokens of its block) -> tokenIndices, weights, outputSlots.
 //
+// For decode (few tokens, no capacity drop) the host launches instead one
+// kernel, samoyeds_route_small_{bf16,fp16}, that does all four steps (see
+// "Decode routing" below) and needs no memset.
+//
 // Determinism: every float is computed by one thread or one warp in a fixed
 // order (no float atomics; butterfly reductions give every lane the same
 // bits because IEEE addition is commutative); the integer atomics (counts,
