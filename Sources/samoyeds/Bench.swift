@@ -281,19 +281,38 @@ struct Bench: ParsableCommand {
       print("GPU: \(session.summary)")
       print("model                  T   forward ms   eager ms   graph ms   graph GB/s   graph vs forward")
       var rows: [MoEBenchRow] = []
+      var failures = 0
+      // A preset or token count that fails is reported (a row with the
+      // error as its note) and the others still run; the exit status is 1.
       for config in configs {
-        let bench = try MoEBench(config: config, session: session, samples: samples)
+        let bench: MoEBench
+        do {
+          bench = try MoEBench(config: config, session: session, samples: samples)
+        } catch {
+          failures += 1
+          print("\(config.name): \(error)")
+          continue
+        }
         for count in counts {
-          let row = try bench.run(tokens: count, decode: count <= graphTokens)
-          rows.append(row)
-          print(row.line)
-          if let stages = row.stageLine { print(stages) }
+          do {
+            let row = try bench.run(tokens: count, decode: count <= graphTokens)
+            rows.append(row)
+            print(row.line)
+            if let stages = row.stageLine { print(stages) }
+          } catch {
+            failures += 1
+            print("\(config.name) T=\(count): \(error)")
+            var row = MoEBenchRow(model: config.name, tokens: count, forwardMilliseconds: nil)
+            row.note = "error: \(error)"
+            rows.append(row)
+          }
         }
       }
       if let json {
         try writeJSON(rows, to: json)
         print("wrote \(json)")
       }
+      if failures > 0 { throw ExitCode(1) }
     }
   }
 }
@@ -330,5 +349,9 @@ func parseCounts(_ text: String) throws -> [Int] {
 func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
   let encoder = JSONEncoder()
   encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+  // A NaN (a failed comparison, an empty median) is written as "nan" rather
+  // than failing the whole file at the end of a long run.
+  encoder.nonConformingFloatEncodingStrategy = .convertToString(
+    positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
   try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic)
 }

@@ -18,7 +18,7 @@ struct MoEBenchRow: Codable {
   var model: String
   var tokens: Int
   /// Wall time of `GPUMoELayer.forward` (host checks, upload, per-expert launches, download).
-  var forwardMilliseconds: Double
+  var forwardMilliseconds: Double?
   /// The device path launched one operation at a time (CUDA events), if timed.
   var eagerMilliseconds: Double?
   /// The device path replayed as one CUDA graph (CUDA events), if timed.
