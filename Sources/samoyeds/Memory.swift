@@ -33,8 +33,9 @@ struct Memory: ParsableCommand {
       Counts what the GPU MoE layers hold on the device: the expert weights of every \
       MoE layer (routed and shared experts; dense bf16, or packed in the format), the \
       routers in f32, and the buffers one forward of T tokens allocates (x, index \
-      lists, intermediate, slots, out, the GPU router's plan; layers run one after \
-      another, so once) plus a split-k allowance. The rest of the model (attention, \
+      lists, intermediate, slots, out, the GPU router's plan, and the device path's \
+      grouped intermediate [T·topK, ffn] and rows; layers run one after another, so \
+      once) plus a split-k allowance. The rest of the model (attention, \
       embeddings, KV cache) is whatever --reserved says.
       """)
 
