@@ -8,9 +8,13 @@ public struct BFloat16: Sendable, Hashable, BitwiseCopyable, CustomStringConvert
   public var bitPattern: UInt16
 
   /// Creates a value from its raw 16 bits.
+  @inlinable
   public init(bitPattern: UInt16) { self.bitPattern = bitPattern }
 
   /// Rounds `value` to the nearest bf16 (ties to even); NaN stays NaN.
+  /// Inlinable (as the conversions below) so that loops over arrays
+  /// specialize and vectorize in the calling module.
+  @inlinable
   public init(_ value: Float) {
     let bits = value.bitPattern
     if value.isNaN {
@@ -25,6 +29,7 @@ public struct BFloat16: Sendable, Hashable, BitwiseCopyable, CustomStringConvert
   }
 
   /// The exact `Float` value.
+  @inlinable
   public var floatValue: Float { Float(bitPattern: UInt32(bitPattern) << 16) }
 
   public var description: String { floatValue.description }
