@@ -155,11 +155,9 @@ public enum GroupedLaunch {
   /// 32-bit offsets into x; its shared memory).
   static func wgmmaAvailable(_ a: Arguments, context: CUDAContext) -> Bool {
     let w = a.weights.weights[0]
-    guard context.architecture == "sm_90a", a.tokens * w.columns < 1 << 32,
-      let bn = PortableKernel.tokenTile(w.pattern, .wgmma)
-    else { return false }
-    return PortableKernel.wgmmaSharedBytes(tokenTile: bn, pattern: w.pattern) + staticSharedBytes(.wgmma)
-      <= context.maxSharedMemoryPerBlockOptin
+    return PortableKernel.isAvailable(
+      .wgmma, pattern: w.pattern, tokens: a.tokens, columns: w.columns, reservedShared: staticSharedBytes(.wgmma),
+      context: context)
   }
 
   /// Grid and splits: tiles ≤ ceil(maxEntries / 16) + min(experts,

@@ -233,15 +233,24 @@ public enum PortableKernel {
 
   /// Whether `tiling` exists for the pattern and fits the device's shared memory.
   public static func isAvailable(_ tiling: Tiling, _ a: Arguments, context: CUDAContext) -> Bool {
-    guard let bn = tokenTile(a.weight.pattern, tiling) else { return false }
+    isAvailable(tiling, pattern: a.weight.pattern, tokens: a.tokens, columns: a.weight.columns, context: context)
+  }
+
+  /// `isAvailable` on plain numbers: x has `tokens` rows of `columns`;
+  /// `reservedShared`: the entry point's static shared memory (a grouped
+  /// launch's narrowed arguments).
+  static func isAvailable(
+    _ tiling: Tiling, pattern: SparsePattern, tokens: Int, columns: Int, reservedShared: Int = 0,
+    context: CUDAContext
+  ) -> Bool {
+    guard let bn = tokenTile(pattern, tiling) else { return false }
     // wgmma.mma_async.sp exists on sm_90a only (not on sm_100 and later).
     if tiling == .wgmma && context.architecture != "sm_90a" { return false }
     // Its producer addresses X with 32-bit element offsets.
-    if tiling == .wgmma && a.tokens * a.weight.columns >= 1 << 32 { return false }
-    if tiling == .stream {
-      return streamSharedBytes(chunks: 2, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
-    }
-    return sharedBytes(tiling, tokenTile: bn, pattern: a.weight.pattern) <= context.maxSharedMemoryPerBlockOptin
+    if tiling == .wgmma && tokens * columns >= 1 << 32 { return false }
+    let limit = context.maxSharedMemoryPerBlockOptin - reservedShared
+    if tiling == .stream { return streamSharedBytes(chunks: 2, pattern: pattern) <= limit }
+    return sharedBytes(tiling, tokenTile: bn, pattern: pattern) <= limit
   }
 
   /// Warps of a CTA that work on one weight: all, or half in the SiLU mode

@@ -374,6 +374,10 @@ struct GPUVerifier {
   /// identical and weights within 1e-5 with the GPU router) and reports the
   /// error against the CPU.
   func runLayer(_ c: LayerCase, seed: UInt64) throws {
+    if c.groupedTiling == .wgmma && session.context.architecture != "sm_90a" {
+      print("skip  \(c.description) seed=\(seed): the wgmma kernel needs sm_90a")
+      return
+    }
     var weights = DenseMoEWeights.random(config: c.config, seed: seed)
     var rng = SeededGenerator(seed: seed &+ 7)
     var x = rng.normalMatrix(rows: c.tokens, columns: c.config.hiddenSize)
@@ -388,10 +392,6 @@ struct GPUVerifier {
     let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
     layer.expertLaunch = c.launch
     layer.groupedTiling = c.groupedTiling
-    if c.groupedTiling == .wgmma && session.context.architecture != "sm_90a" {
-      print("skip  \(c.description) seed=\(seed): the wgmma kernel needs sm_90a")
-      return
-    }
     if c.graph {
       // Two replays on the same input must agree bitwise and match the CPU.
       let graph = try layer.captureDecode(tokens: c.tokens)
