@@ -319,11 +319,10 @@ public enum MoERouting {
       try a.plan.expertOffsets.fill(word: 0, count: p.experts + 1, on: stream)
       return
     }
-    // The one-launch path computes whole logits (one split); its layout is
-    // never larger than the general path's, which `workspaceBytes` sizes.
+    // Both paths split the logits alike (the one-launch path a CTA per
+    // split and 8 experts), so `workspaceBytes` sizes either.
     let small = routesInOneLaunch(p)
-    let (splits, chunksPerSplit) =
-      small ? (1, p.hidden / hiddenMultiple) : logitSplits(p, multiprocessors: library.context.multiprocessorCount)
+    let (splits, chunksPerSplit) = logitSplits(p, multiprocessors: library.context.multiprocessorCount)
     let layout = WorkspaceLayout(p, splits: splits)
     guard let workspace, workspace.byteCount >= layout.bytes else {
       throw .invalidArgument("routing workspace of \(workspace?.byteCount ?? 0) bytes, needs \(layout.bytes)")
@@ -356,7 +355,7 @@ public enum MoERouting {
     if small {
       arguments.append(workspace.address + UInt64(layout.arrivals))
       try library.function("samoyeds_route_small_\(p.dtype)").launch(
-        grid: ((p.experts + smallWarps - 1) / smallWarps, 1, 1), block: (smallWarps * 32, 1, 1), stream: stream,
+        grid: ((p.experts + smallWarps - 1) / smallWarps, splits, 1), block: (smallWarps * 32, 1, 1), stream: stream,
         arguments: arguments)
       return
     }

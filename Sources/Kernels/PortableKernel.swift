@@ -128,6 +128,16 @@ public enum PortableKernel {
     /// by cp.async into a 128-byte-swizzled shared tile read by descriptor;
     /// two warpgroups × 64 condensed rows, 4-chunk stages.
     case wgmma
+    /// The streaming kernel with the pattern's full token tile (64 tokens
+    /// for 1:2) for a few tiles of tokens: each warp streams its weight
+    /// fragments as `stream` does, and the token rows go through a ring of
+    /// 4-chunk stages (one barrier per stage), so the weight is read once
+    /// per 64 tokens and the split count is free of shared memory.
+    case wstream
+
+    /// Whether the CTA streams its weight fragments lane by lane (token
+    /// tiles on the grid's x).
+    var streams: Bool { self == .stream || self == .wstream }
 
     /// 16-row tiles per warp.
     public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
@@ -149,6 +159,7 @@ public enum PortableKernel {
       case .stream: "_stream"
       case .rt2x2: "_rt2x2"
       case .wgmma: "_sm90"
+      case .wstream: "_wstream"
       }
     }
   }
@@ -201,10 +212,18 @@ public enum PortableKernel {
 
   /// Dynamic shared memory of a CTA of `tiling` (not the streaming one).
   static func sharedBytes(_ tiling: Tiling, tokenTile bn: Int, pattern: SparsePattern) -> Int {
-    tiling == .wgmma
-      ? wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
-      : sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
+    switch tiling {
+    case .wgmma: wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
+    case .wstream: streamSharedBytes(chunks: tokenRingStages * tokenStageChunks, tokenTile: bn, pattern: pattern)
+    default:
+      sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
+    }
   }
+
+  /// The wide streaming kernel's token ring: stages (`kTokenStages`) of
+  /// chunks (`kTokenStageChunks`).
+  static let tokenRingStages = 3
+  static let tokenStageChunks = 4
 
   /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
   static let streamDepth = 8
@@ -214,11 +233,12 @@ public enum PortableKernel {
   static var streamRingBytes: Int { warps * streamDepth * 32 * 16 + warps * (streamDepth / 2) * 32 * 4 }
 
   /// Dynamic shared memory of a streaming CTA: its token rows for
-  /// `chunks` k32 chunks (80-byte rows, padded to 128 bytes), then the
-  /// rings; or the epilogue tile if larger.
-  static func streamSharedBytes(chunks: Int, pattern: SparsePattern) -> Int {
-    let tokens = (chunks * streamTokenTile * (32 + 8) * 2 + 127) / 128 * 128
-    let epilogue = streamTokenTile * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
+  /// `chunks` k32 chunks (80-byte rows of `bn` tokens, padded to 128
+  /// bytes; for `wstream` its token ring), then the rings; or the epilogue
+  /// tile if larger.
+  static func streamSharedBytes(chunks: Int, tokenTile bn: Int = streamTokenTile, pattern: SparsePattern) -> Int {
+    let tokens = (chunks * bn * (32 + 8) * 2 + 127) / 128 * 128
+    let epilogue = bn * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
     return max(tokens + streamRingBytes, epilogue)
   }
 
@@ -268,7 +288,7 @@ public enum PortableKernel {
   ///
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
   /// |---|---|---|---|---|---|
-  /// | small (<= 4M elements) | stream | bn32 | stream | bn32 | rt2x2 |
+  /// | small (<= 4M elements) | stream | stream | stream | bn32 | rt2x2 |
   /// | large, m >= k | stream | bn32 | rt1 | rt2x2 | rt2x2 |
   /// | large, m < k | stream | rt1 | rt2x2 | rt2x2 | rt2x2 |
   ///
@@ -295,7 +315,7 @@ public enum PortableKernel {
     let preferred: Tiling
     switch a.count {
     case ...32: preferred = .stream
-    case ...64: preferred = small || tall ? .bn32 : .rt1
+    case ...64: preferred = small ? .stream : (tall ? .bn32 : .rt1)
     case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt2x2)
     case ...1024: preferred = small ? .bn32 : .rt2x2
     default: preferred = .rt2x2
@@ -403,6 +423,19 @@ public enum PortableKernel {
     }
   }
 
+  /// The least weight bytes a streaming CTA (one row block, one split)
+  /// streams when `splitPlan` chooses the split. Measured on an H200
+  /// (`bench kernel --splits`, 1408×2048 and 2048×1408, T = 1): 32 and 22
+  /// splits took 11.2 and 10.1 µs, 4 splits 8.2 and 7.7 µs (the Mixtral
+  /// shapes stream 128-148 KB per CTA and keep their splits).
+  /// `SAMOYEDS_STREAM_SPLIT_BYTES` overrides it (0: no limit).
+  static let streamMinimumSplitBytes: Int = {
+    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_STREAM_SPLIT_BYTES"], let value = Int(text), value >= 0 {
+      return value
+    }
+    return 64 << 10
+  }()
+
   /// `plan` on plain numbers.
   public static func splitPlan(
     _ p: SplitProblem, multiprocessors: Int, tiling: Tiling, maxChunksPerSplit: Int = .max
@@ -414,11 +447,17 @@ public enum PortableKernel {
     let ctas = max(1, ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((p.count + bn - 1) / bn))
     let partialBytesPerSplit = (p.twoWeights ? 2 : 1) * p.count * p.rows * 4
     var splits = p.splits ?? 1
-    if p.splits == nil && tiling == .stream {
+    if p.splits == nil && tiling.streams {
       // At most one wave of two CTAs per SM (a second, partial wave would
-      // double the time of a bandwidth-bound kernel).
+      // double the time of a bandwidth-bound kernel), and at least
+      // `streamMinimumSplitBytes` of weight per row block and split: a
+      // small weight is latency-bound, and each split adds a staging, a
+      // pipeline fill and its partials' sum.
+      let rowBlocks = (rowTiles + warpsPerWeight - 1) / warpsPerWeight
       splits = max(1, 2 * multiprocessors / ctas)
-      splits = min(splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2))
+      splits = min(
+        splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2),
+        max(1, p.weightBytes / max(rowBlocks * streamMinimumSplitBytes, 1)))
     } else if p.splits == nil && tiling == .wgmma && ctas < multiprocessors {
       // One CTA per SM: split to fill one wave, not more.
       let budget = max(p.weightBytes, 4 << 20)
@@ -563,7 +602,7 @@ public enum PortableKernel {
 
     // The streaming kernel puts token tiles on x so CTAs sharing weight rows
     // are launched together.
-    let grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
+    let grid = tiling.streams ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
     try kernel.launch(
       grid: grid, block: (tiling == .wgmma ? wgmmaThreads : threads, 1, 1), sharedMemoryBytes: shared, stream: stream,
       arguments: arguments)

@@ -179,9 +179,13 @@ struct Bench: ParsableCommand {
     @Option(help: "With --checkpoint: the MoE layer (default: the first).")
     var layer: Int?
 
+    @Option(help: "Force this split-k factor on every sparse launch (default: the planner's).")
+    var splits: Int?
+
     func validate() throws {
       if layer != nil && checkpoint == nil { throw ValidationError("--layer needs --checkpoint") }
       guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+      if let splits, splits < 1 { throw ValidationError("--splits must be at least 1") }
       _ = try variantTilings()
     }
 
@@ -221,6 +225,7 @@ struct Bench: ParsableCommand {
       print(KernelBenchRow.header)
       for makeBench in benches {
         let bench = try makeBench()
+        bench.forcedSplits = splits
         for t in parsedTokens {
           let row = try bench.run(tokens: t)
           rows.append(row)

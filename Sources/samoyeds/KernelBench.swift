@@ -66,6 +66,8 @@ final class KernelBench {
   let samples: Int
   /// The tilings also timed forced (besides the default choice).
   let variants: Set<PortableKernel.Tiling>
+  /// A split-k factor forced on every sparse launch (`--splits`).
+  var forcedSplits: Int?
   let sparseWeights: [GPUSparseWeight]
   let denseWeights: [DeviceBuffer]
 
@@ -166,6 +168,7 @@ final class KernelBench {
         weight: weight, epilogue: .store, x: xBuffer, tokens: hiddenRows, rows: rowBuffer, count: tokens,
         output: sparseOut)
       a.tiling = tiling
+      a.splits = forcedSplits
       return a
     }
     let tilings = PortableKernel.Tiling.allCases.filter { PortableKernel.isAvailable($0, arguments(first), context: context) }

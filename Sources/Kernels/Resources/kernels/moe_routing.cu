@@ -49,6 +49,7 @@ namespace routing {
 
 constexpr int kMaxExperts = 256;   // experts a token chooses from (8 per lane in `select`)
 constexpr int kMaxTopK = 32;       // choices per token (rank r is held by lane r)
+constexpr int kSplitLoads = 16;    // partial logits a lane loads at once when summing the splits
 constexpr int kTileTokens = 64;    // logits tile: tokens per CTA
 constexpr int kTileExperts = 64;   //              experts per CTA
 constexpr int kChunk = 32;         //              hidden columns per shared-memory stage
@@ -266,10 +267,20 @@ __device__ __forceinline__ void selectToken(const RoutingArgs& a, int t, int lan
     const int e = lane + 32 * j;
     p[j] = 0.f;
     if (e < a.experts) {
+      // The splits summed in order, their loads issued kSplitLoads at a
+      // time (a dependent load per split cost ~0.3 us each from L2).
       float logit = 0.f;
-      for (int s = 0; s < a.splits; ++s) {
-        const float* at = a.logits + ((size_t)s * a.tokens + t) * a.experts + e;
-        logit += COHERENT ? __ldcg(at) : *at;
+      for (int s0 = 0; s0 < a.splits; s0 += kSplitLoads) {
+        float part[kSplitLoads];
+#pragma unroll
+        for (int s = 0; s < kSplitLoads; ++s) {
+          const float* at = a.logits + ((size_t)(s0 + s) * a.tokens + t) * a.experts + e;
+          part[s] = s0 + s < a.splits ? (COHERENT ? __ldcg(at) : *at) : 0.f;
+        }
+#pragma unroll
+        for (int s = 0; s < kSplitLoads; ++s) {
+          if (s0 + s < a.splits) logit += part[s];
+        }
       }
       p[j] = logit;
       maximum = fmaxf(maximum, logit);
@@ -507,13 +518,17 @@ __device__ __forceinline__ void routeScatter(const RoutingArgs& a) {
 // Decode routing: steps 1-4 in one launch (T <= kSmallTokens, no capacity drops)
 // ---------------------------------------------------------------------------
 //
-// Grid ceil(E / kSmallWarps), 256 threads. Warp w of CTA b computes the
-// logits of expert e = b * kSmallWarps + w for every token (lane l takes
-// columns 8 l .. 8 l + 7 of every 256: one 16-byte load of x per token and
-// two float4 of R per step, R read once; then a butterfly per token) into
-// logits [T][E] (one split). The CTA that arrives last (a counter at the
-// workspace's start, atomicInc wrapping back to 0) selects every token as
-// `select` does (a warp per token, logits read with ld.global.cg) and
+// Grid (ceil(E / kSmallWarps), splits), 256 threads. Warp w of CTA (b, s)
+// computes the partial logits of expert e = b * kSmallWarps + w over the
+// columns of split s (chunksPerSplit stages of kChunk, as the general
+// path splits) for every token (lane l takes columns 8 l .. 8 l + 7 of
+// every 256: one 16-byte load of x per token and two float4 of R per step,
+// R read once; then a butterfly per token) into logits [s][T][E]. With
+// about 256 columns per split every load of a warp is issued at once: one
+// round trip to memory instead of hidden / 256 dependent ones. The CTA
+// that arrives last (a counter at the workspace's start, atomicInc
+// wrapping back to 0) selects every token as `select` does (a warp per
+// token, the splits summed in order, read with ld.global.cg) and
 // builds the plan: thread e counts its entries, a CTA scan gives the
 // offsets, and thread e writes its entries in token order. Saves the
 // memset and three launches of the general path; same plan (a stable
@@ -546,7 +561,9 @@ __device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arriv
 #pragma unroll
     for (int t = 0; t < kSmallTokens; ++t) acc[t] = 0.f;
     const float* row = a.router + (size_t)e * a.hidden;
-    for (int c = lane * 8; c < a.hidden; c += 256) {  // hidden is a multiple of 32
+    const int first = blockIdx.y * a.chunksPerSplit * kChunk;
+    const int end = min(a.hidden, first + a.chunksPerSplit * kChunk);
+    for (int c = first + lane * 8; c < end; c += 256) {  // split ends are multiples of 32
       const float4 r0 = *reinterpret_cast<const float4*>(row + c);
       const float4 r1 = *reinterpret_cast<const float4*>(row + c + 4);
 #pragma unroll
@@ -561,13 +578,14 @@ __device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arriv
     for (int t = 0; t < kSmallTokens; ++t) {
       if (t < a.tokens) {
         const float sum = warpSum(acc[t]);
-        if (lane == 0) a.logits[(size_t)t * a.experts + e] = sum;
+        if (lane == 0) a.logits[((size_t)blockIdx.y * a.tokens + t) * a.experts + e] = sum;
       }
     }
   }
   __threadfence();  // this CTA's logits before its arrival
   __syncthreads();
-  if (threadIdx.x == 0) isLast = atomicInc(arrivals, gridDim.x - 1) == gridDim.x - 1;
+  const unsigned ctas = gridDim.x * gridDim.y;
+  if (threadIdx.x == 0) isLast = atomicInc(arrivals, ctas - 1) == ctas - 1;
   __syncthreads();
   if (!isLast) return;
   __threadfence();
