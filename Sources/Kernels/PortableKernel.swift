@@ -128,16 +128,6 @@ public enum PortableKernel {
     /// by cp.async into a 128-byte-swizzled shared tile read by descriptor;
     /// two warpgroups × 64 condensed rows, 4-chunk stages.
     case wgmma
-    /// The streaming kernel with the pattern's full token tile (64 tokens
-    /// for 1:2) for a few tiles of tokens: each warp streams its weight
-    /// fragments as `stream` does, and the token rows go through a ring of
-    /// 4-chunk stages (one barrier per stage), so the weight is read once
-    /// per 64 tokens and the split count is free of shared memory.
-    case wstream
-
-    /// Whether the CTA streams its weight fragments lane by lane (token
-    /// tiles on the grid's x).
-    var streams: Bool { self == .stream || self == .wstream }
 
     /// 16-row tiles per warp.
     public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
@@ -159,7 +149,6 @@ public enum PortableKernel {
       case .stream: "_stream"
       case .rt2x2: "_rt2x2"
       case .wgmma: "_sm90"
-      case .wstream: "_wstream"
       }
     }
   }
@@ -212,18 +201,10 @@ public enum PortableKernel {
 
   /// Dynamic shared memory of a CTA of `tiling` (not the streaming one).
   static func sharedBytes(_ tiling: Tiling, tokenTile bn: Int, pattern: SparsePattern) -> Int {
-    switch tiling {
-    case .wgmma: wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
-    case .wstream: streamSharedBytes(chunks: tokenRingStages * tokenStageChunks, tokenTile: bn, pattern: pattern)
-    default:
-      sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
-    }
+    tiling == .wgmma
+      ? wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
+      : sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
   }
-
-  /// The wide streaming kernel's token ring: stages (`kTokenStages`) of
-  /// chunks (`kTokenStageChunks`).
-  static let tokenRingStages = 3
-  static let tokenStageChunks = 4
 
   /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
   static let streamDepth = 8
@@ -233,12 +214,11 @@ public enum PortableKernel {
   static var streamRingBytes: Int { warps * streamDepth * 32 * 16 + warps * (streamDepth / 2) * 32 * 4 }
 
   /// Dynamic shared memory of a streaming CTA: its token rows for
-  /// `chunks` k32 chunks (80-byte rows of `bn` tokens, padded to 128
-  /// bytes; for `wstream` its token ring), then the rings; or the epilogue
-  /// tile if larger.
-  static func streamSharedBytes(chunks: Int, tokenTile bn: Int = streamTokenTile, pattern: SparsePattern) -> Int {
-    let tokens = (chunks * bn * (32 + 8) * 2 + 127) / 128 * 128
-    let epilogue = bn * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
+  /// `chunks` k32 chunks (80-byte rows, padded to 128 bytes), then the
+  /// rings; or the epilogue tile if larger.
+  static func streamSharedBytes(chunks: Int, pattern: SparsePattern) -> Int {
+    let tokens = (chunks * streamTokenTile * (32 + 8) * 2 + 127) / 128 * 128
+    let epilogue = streamTokenTile * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
     return max(tokens + streamRingBytes, epilogue)
   }
 
@@ -447,7 +427,7 @@ public enum PortableKernel {
     let ctas = max(1, ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((p.count + bn - 1) / bn))
     let partialBytesPerSplit = (p.twoWeights ? 2 : 1) * p.count * p.rows * 4
     var splits = p.splits ?? 1
-    if p.splits == nil && tiling.streams {
+    if p.splits == nil && tiling == .stream {
       // At most one wave of two CTAs per SM (a second, partial wave would
       // double the time of a bandwidth-bound kernel), and at least
       // `streamMinimumSplitBytes` of weight per row block and split: a
@@ -602,7 +582,7 @@ public enum PortableKernel {
 
     // The streaming kernel puts token tiles on x so CTAs sharing weight rows
     // are launched together.
-    let grid = tiling.streams ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
+    let grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
     try kernel.launch(
       grid: grid, block: (tiling == .wgmma ? wgmmaThreads : threads, 1, 1), sharedMemoryBytes: shared, stream: stream,
       arguments: arguments)

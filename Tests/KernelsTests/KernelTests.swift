@@ -95,13 +95,13 @@ import Foundation
       let prefix = name.split(separator: "_").prefix(3).joined(separator: "_")
       #expect(hopper.contains("SAMOYEDS_SM90_EPILOGUES(\(prefix),"), "\(name): no \(prefix) in dual_sparse_gemm_sm90.cu")
     }
-    // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped,
-    // wstream (+ bn32, rt2x2 for 1:2); then logits (bf16, fp16), select, scan,
+    // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped
+    // (+ bn32, rt2x2 for 1:2); then logits (bf16, fp16), select, scan,
     // scatter, the shared gate and the decode routing (bf16, fp16); then sm90
     // and sm90_grouped.
     #expect(
       KernelLibrary.entryPoints.count
-        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 6 + 2 * 4 * 2 + 9
+        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 2 + 9
         + 2 * PortableKernel.supportedPatterns.count * 4 * 2)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }

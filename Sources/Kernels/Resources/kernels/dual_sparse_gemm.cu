@@ -295,39 +295,22 @@ struct Constant {
   static constexpr bool value = V;
 };
 
-// The wide streaming tiling (`_wstream`, the pattern's full token tile):
-// token rows go through a ring of kTokenStages stages of kTokenStageChunks
-// chunks (one barrier per stage) instead of being staged for the whole
-// split, so the split count is free of shared memory.
-constexpr int kTokenStageChunks = 4;
-constexpr int kTokenStages = 3;
-
-template <int BN, bool RING = false>
+template <int BN>
 struct StreamLayout {
   static constexpr int chunkBytes = BN * kBRowBytes;  // token rows of one chunk
-  static constexpr int tokenStageBytes = kTokenStageChunks * chunkBytes;
   static constexpr int ringBytes = kWarps * kStreamDepth * 32 * 16 + kWarps * (kStreamDepth / 2) * 32 * 4;
-  // Start of the lane rings after the token rows (128-byte aligned): `chunks`
-  // chunks staged, or the token ring.
-  static __device__ __host__ constexpr int ringOffset(int chunks) {
-    return ((RING ? kTokenStages * kTokenStageChunks : chunks) * chunkBytes + 127) / 128 * 128;
-  }
+  // Start of the rings after `chunks` chunks of token rows (128-byte aligned).
+  static __device__ __host__ constexpr int ringOffset(int chunks) { return (chunks * chunkBytes + 127) / 128 * 128; }
 };
 
 // `tokenTile`: the CTA's tile of BN routed tokens (blockIdx.x, or its
 // expert's tile in a grouped launch).
-// RING: the token rows go through the ring of kTokenStages stages (tiling
-// `wstream`); otherwise the split's are staged once (tiling `stream`).
-template <typename T, int N, int M, int BN, int EPILOGUE, bool RING = false>
+template <typename T, int N, int M, int BN, int EPILOGUE>
 __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;
   constexpr int D = kStreamDepth;
-  using Layout = StreamLayout<BN, RING>;
-  // A token stage issued at stage s lands by stage s + kTokenStages - 1:
-  // its copies join the commit group of chunk 4s + D - 1, which the wait of
-  // chunk 4(s + kTokenStages - 1) completes.
-  static_assert(kTokenStageChunks * (kTokenStages - 1) >= D - 1, "token ring too shallow for the A ring's lead");
+  using Layout = StreamLayout<BN>;
   static_assert(kThreads % (BN * 4) == 0, "token copy assumes whole rows per thread round");
   extern __shared__ __align__(128) unsigned char smem[];
 
@@ -345,36 +328,19 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   const int lastChunk = min(chunks, firstChunk + args.chunksPerSplit);
   const int myChunks = lastChunk - firstChunk;
 
-  // Token rows -> shared. Each thread always copies the same 16 B piece of
-  // the same token row, for chunks c, c + kThreads / (BN * 4), ...
-  const int piece = threadIdx.x % (BN * 4);
-  const int token = tokenBase + piece / 4;
-  const bool tokenValid = token < args.count;
-  const uint16_t* tokenSrc =
-      args.x + (size_t)(tokenValid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
-  unsigned char* tokenDst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
-  if (!RING) {
-    // The whole k range of the split (cp.async group 0).
+  // Token rows of the whole k range -> shared (cp.async group 0). Each
+  // thread always copies the same 16 B piece of the same token row.
+  {
+    const int piece = threadIdx.x % (BN * 4);
+    const int token = tokenBase + piece / 4;
+    const bool valid = token < args.count;
+    const uint16_t* src =
+        args.x + (size_t)(valid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
+    unsigned char* dst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
     for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
-      cpAsync16(tokenDst + c * Layout::chunkBytes, tokenSrc + c * kChunk, tokenValid);
+      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);
     }
     cpAsyncCommit();
-  }
-  // RING: token stage s (chunks 4s .. 4s + 3) into ring slot `slot`, not
-  // committed here: the copies join the next A chunk's commit group.
-  auto issueTokens = [&](int s, int slot) {
-    for (int c = threadIdx.x / (BN * 4); c < kTokenStageChunks; c += kThreads / (BN * 4)) {
-      const int chunk = s * kTokenStageChunks + c;
-      const bool valid = tokenValid && chunk < myChunks;
-      cpAsync16(tokenDst + slot * Layout::tokenStageBytes + c * Layout::chunkBytes, tokenSrc + (valid ? chunk : 0) * kChunk,
-                valid);
-    }
-  };
-  if (RING) {
-#pragma unroll
-    for (int s = 0; s < kTokenStages; ++s) {
-      if (s * kTokenStageChunks < myChunks) issueTokens(s, s);
-    }
   }
 
   // The lane's rings and its sources.
@@ -415,38 +381,24 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   RowSelection<N, M, 1, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
-  // Groups committed so far: tokens + D - 1 chunks (RING: D - 1 chunks,
-  // the first token stages in chunk 0's). Waiting for all but D - 2
-  // completes the tokens and chunk 0; the barrier publishes the tokens
-  // other threads copied.
+  // Groups committed so far: tokens + D - 1 chunks. Waiting for all but
+  // D - 2 completes the tokens and chunk 0; the barrier publishes the
+  // tokens other threads copied.
   cpAsyncWait<D - 2>();
   __syncthreads();
   uint32_t metadata[1] = {0};
-  int readSlot = 0;  // RING: the token slot of chunk i's stage, (i / 4) % kTokenStages
   // One chunk; splits start on even chunks, so the parity of i is the
   // chunk's and the selector is a constant in each half of the unrolled pair.
   auto step = [&](int i, auto evenChunk) {
     constexpr bool even = decltype(evenChunk)::value;
     cpAsyncWait<D - 2>();  // this lane's chunk i has landed (no barrier: lane-private)
-    if (RING && even && i % kTokenStageChunks == 0 && i > 0) {
-      // A new token stage: every thread's copies of it landed (the wait
-      // above); the barrier publishes them and frees the slot of the stage
-      // before, which takes the stage kTokenStages - 1 ahead.
-      __syncthreads();
-      const int freed = readSlot;
-      readSlot = readSlot == kTokenStages - 1 ? 0 : readSlot + 1;
-      const int ahead = i / kTokenStageChunks + kTokenStages - 1;
-      if (ahead * kTokenStageChunks < myChunks) issueTokens(ahead, freed);
-    }
     const uint4 a[1] = {*reinterpret_cast<const uint4*>(aRing + (i % D) * 32 * 16)};
     if (even) metadata[0] = *reinterpret_cast<const uint32_t*>(eRing + ((i / 2) % (D / 2)) * 32 * 4);
     // Refill the slot read last iteration (its values are already in
     // registers); i + D - 1 has the other parity.
     issue(i + D - 1, Constant<!even>{});
     if (warpActive) {
-      const unsigned char* tokens = RING ? smem + readSlot * Layout::tokenStageBytes + (i % kTokenStageChunks) * Layout::chunkBytes
-                                         : smem + i * Layout::chunkBytes;
-      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, tokens, lane);
+      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layout::chunkBytes, lane);
       selection.afterChunk(bank, acc, i == myChunks - 1);
     }
   };
@@ -524,19 +476,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
     samoyeds::streamGemm<T, N, M, 16, EPI>(expert, tokenTile);                                   \
   }
 
-// The streaming kernel with the pattern's full token tile and a token ring
-// (T up to a few tiles: the weight read once per BN tokens). `_wstream`.
-#define SAMOYEDS_GEMM_WSTREAM(NAME, T, N, M, BN, EPI)                                            \
-  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, samoyeds::streamMinBlocks<N, M>()) \
-      NAME##_wstream(const samoyeds::GemmArgs args) {                                            \
-    samoyeds::streamGemm<T, N, M, BN, EPI, true>(args, blockIdx.x);                              \
-  }
-
 #define SAMOYEDS_GEMM_EPILOGUES(PREFIX, T, N, M, BN)               \
-  SAMOYEDS_GEMM_WSTREAM(PREFIX##_store, T, N, M, BN, samoyeds::kStore)   \
-  SAMOYEDS_GEMM_WSTREAM(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)  \
-  SAMOYEDS_GEMM_WSTREAM(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)  \
-  SAMOYEDS_GEMM_WSTREAM(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots) \
   SAMOYEDS_GEMM(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
   SAMOYEDS_GEMM(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
