@@ -292,8 +292,7 @@ public enum GroupedLaunch {
     let shared =
       tiling == .wgmma
       ? PortableKernel.wgmmaSharedBytes(tokenTile: PortableKernel.tokenTile(w.pattern, .wgmma) ?? 0, pattern: w.pattern)
-      : PortableKernel.streamSharedBytes(
-        chunks: p.chunksPerSplit, pattern: w.pattern, depth: PortableKernel.streamDepth(library.context))
+      : PortableKernel.streamSharedBytes(chunks: p.chunksPerSplit, pattern: w.pattern)
     guard shared + staticSharedBytes(tiling) <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's limit")
     }

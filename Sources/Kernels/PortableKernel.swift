@@ -206,29 +206,20 @@ public enum PortableKernel {
       : sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
   }
 
-  /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`):
-  /// 16 on GPUs with 228 KB of shared memory per SM (compute capability
-  /// 9.0, 10.0, 10.3), else 8. Measured on an H200 (`bench kernel`,
-  /// docs/KERNELS.md): 8 chunks kept 2.25 TB/s at T = 1 (ncu: 53% of
-  /// cycles with no eligible warp).
-  static func streamDepth(computeCapability cc: (major: Int, minor: Int)) -> Int {
-    cc == (9, 0) || cc == (10, 0) || cc == (10, 3) ? 16 : 8
-  }
+  /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
+  static let streamDepth = 8
 
-  static func streamDepth(_ context: CUDAContext) -> Int { streamDepth(computeCapability: context.computeCapability) }
-
-  /// Bytes of the streaming kernel's lane rings of `depth` chunks: A
-  /// fragments (16 B) per chunk and metadata words (4 B) per chunk pair,
-  /// for every lane.
-  static func streamRingBytes(depth: Int) -> Int { warps * depth * 32 * 16 + warps * (depth / 2) * 32 * 4 }
+  /// Bytes of the streaming kernel's lane rings: A fragments (16 B) per
+  /// chunk and metadata words (4 B) per chunk pair, for every lane.
+  static var streamRingBytes: Int { warps * streamDepth * 32 * 16 + warps * (streamDepth / 2) * 32 * 4 }
 
   /// Dynamic shared memory of a streaming CTA: its token rows for
   /// `chunks` k32 chunks (80-byte rows, padded to 128 bytes), then the
   /// rings; or the epilogue tile if larger.
-  static func streamSharedBytes(chunks: Int, pattern: SparsePattern, depth: Int) -> Int {
+  static func streamSharedBytes(chunks: Int, pattern: SparsePattern) -> Int {
     let tokens = (chunks * streamTokenTile * (32 + 8) * 2 + 127) / 128 * 128
     let epilogue = streamTokenTile * (warps * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
-    return max(tokens + streamRingBytes(depth: depth), epilogue)
+    return max(tokens + streamRingBytes, epilogue)
   }
 
   /// The most k32 chunks one streaming CTA stages, so that two CTAs share
@@ -236,7 +227,7 @@ public enum PortableKernel {
   /// `reserved`: the kernel's static shared memory (the grouped entry's).
   static func streamMaxChunks(context: CUDAContext, reserved: Int = 0) -> Int {
     let perCTA = min(context.maxSharedMemoryPerBlockOptin, context.maxSharedMemoryPerMultiprocessor / 2 - 1024) - reserved
-    let chunks = (perCTA - streamRingBytes(depth: streamDepth(context)) - 128) / (streamTokenTile * (32 + 8) * 2)
+    let chunks = (perCTA - streamRingBytes - 128) / (streamTokenTile * (32 + 8) * 2)
     return max(2, chunks - chunks % 2)
   }
 
@@ -258,7 +249,7 @@ public enum PortableKernel {
     // Its producer addresses X with 32-bit element offsets.
     if tiling == .wgmma && tokens * columns >= 1 << 32 { return false }
     let limit = context.maxSharedMemoryPerBlockOptin - reservedShared
-    if tiling == .stream { return streamSharedBytes(chunks: 2, pattern: pattern, depth: streamDepth(context)) <= limit }
+    if tiling == .stream { return streamSharedBytes(chunks: 2, pattern: pattern) <= limit }
     return sharedBytes(tiling, tokenTile: bn, pattern: pattern) <= limit
   }
 
@@ -547,7 +538,7 @@ public enum PortableKernel {
     let kernel = try library.function(name + tiling.suffix)
     let shared =
       tiling == .stream
-      ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern, depth: streamDepth(library.context))
+      ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
       : sharedBytes(tiling, tokenTile: bn, pattern: w.pattern)
     guard shared <= library.context.maxSharedMemoryPerBlockOptin else {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")

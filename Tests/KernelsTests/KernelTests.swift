@@ -106,21 +106,6 @@ import Foundation
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 
-  /// The Swift mirrors of the portable kernel's ring depths (the host sizes
-  /// their shared memory) are the source's values.
-  @Test func portableConstantsMatchTheSource() throws {
-    let (source, _) = try KernelLibrary.sources(of: "dual_sparse_gemm.cu")
-    func constant(_ name: String) -> Int? {
-      let prefix = "constexpr int \(name) = "
-      guard let line = source.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
-      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
-    }
-    #expect(constant("kStreamDepthLarge") == PortableKernel.streamDepth(computeCapability: (9, 0)))
-    #expect(constant("kStreamDepthSmall") == PortableKernel.streamDepth(computeCapability: (8, 9)))
-    #expect(source.contains("__CUDA_ARCH__ == 900 || __CUDA_ARCH__ == 1000 || __CUDA_ARCH__ == 1030"))
-    #expect(constant("kStages") == PortableKernel.stages)
-  }
-
   /// The Swift mirrors of the Hopper kernel's configuration (shared-memory
   /// size, threads, stage shape) are the source's values: a mismatch would
   /// launch with too little shared memory.

@@ -283,16 +283,7 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 //   E ring  [kWarps][kStreamDepth / 2][32 lanes] 4 B   (one word per chunk pair)
 // then reused for the epilogue tile.
 
-// Chunks per lane's ring (depth - 1 in flight): 16 where an SM has 228 KB
-// of shared memory (sm_90, sm_100, sm_103: two CTAs with 72 KB of rings
-// each), else 8. PortableKernel.streamDepth mirrors the choice.
-constexpr int kStreamDepthLarge = 16;
-constexpr int kStreamDepthSmall = 8;
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900 || __CUDA_ARCH__ == 1000 || __CUDA_ARCH__ == 1030)
-constexpr int kStreamDepth = kStreamDepthLarge;
-#else
-constexpr int kStreamDepth = kStreamDepthSmall;
-#endif
+constexpr int kStreamDepth = 8;  // chunks per lane's ring (7 in flight)
 
 // Two CTAs per SM where the banks fit in 128 registers (up to 4 banks).
 template <int N, int M>
