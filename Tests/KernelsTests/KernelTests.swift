@@ -106,6 +106,19 @@ import Foundation
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 
+  /// The Swift mirrors of the portable kernel's ring depths (the host sizes
+  /// their shared memory) are the source's values.
+  @Test func portableConstantsMatchTheSource() throws {
+    let (source, _) = try KernelLibrary.sources(of: "dual_sparse_gemm.cu")
+    func constant(_ name: String) -> Int? {
+      let prefix = "constexpr int \(name) = "
+      guard let line = source.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
+      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
+    }
+    #expect(constant("kStreamDepth") == PortableKernel.streamDepth)
+    #expect(constant("kStages") == PortableKernel.stages)
+  }
+
   /// The Swift mirrors of the Hopper kernel's configuration (shared-memory
   /// size, threads, stage shape) are the source's values: a mismatch would
   /// launch with too little shared memory.
