@@ -28,7 +28,7 @@ import Foundation
 ///
 /// Bitwise deterministic: no float atomics; integer atomics only count.
 /// Four launches and one memset on the caller's stream, nothing
-/// synchronized; for decode (T = 1 by default, up to `smallTokens`; no
+/// synchronized; for decode (T <= 8 by default, up to `smallTokens`; no
 /// capacity drops) one launch (`samoyeds_route_small_*`: logits by one warp per expert, then
 /// the last CTA selects and builds the plan). Host contract in CUTLASS's style: `Problem`/`Arguments` →
 /// `canImplement` → `workspaceBytes` → `run(on:)`.
@@ -66,19 +66,21 @@ public enum MoERouting {
     "samoyeds_route_small_fp16",
   ]
 
-  /// Most tokens routed by the one-launch decode path by default: 1.
+  /// Most tokens routed by the one-launch decode path by default: 8.
   /// `SAMOYEDS_ROUTER_SMALL_TOKENS` overrides it (0: never; at most
   /// `smallTokens`, the kernel's limit). Measured on an H200 (`bench moe`
-  /// stages, side by side): at T = 1 the router took 26.7 µs instead of
-  /// 31.2 (Mixtral) and 22.4 instead of 32.8 (Qwen3-30B-A3B, whose layer
-  /// graph went from 57.3 to 50.1 µs); at T = 16 it took 67.6 and 53.3 µs
-  /// instead of 31.2 and 34.3, because each warp's loads over the hidden
-  /// size are dependent round trips to memory (a k split is the next step).
+  /// stages, each against `SAMOYEDS_ROUTER_SMALL_TOKENS=0` in the same
+  /// call), router µs one launch / general path: Mixtral-8x7B 21.4 / 31.7
+  /// at T = 1, 22.2 / 30.9 at 2, 23.7 / 30.7 at 4, 27.5 / 31.0 at 8, 43.7 /
+  /// 31.7 at 16; Qwen3-30B-A3B 21.1 / 33.3, 21.3 / 34.6, 23.3 / 33.7,
+  /// 27.3 / 34.7, 44.4 / 35.1. At T = 16 each warp's 16 token rows and
+  /// the last CTA's selection of 16 tokens (two per warp) cost more than
+  /// the general path's five launches.
   static let smallPathTokens: Int = {
     if let text = ProcessInfo.processInfo.environment["SAMOYEDS_ROUTER_SMALL_TOKENS"], let value = Int(text), value >= 0 {
       return min(value, smallTokens)
     }
-    return 1
+    return 8
   }()
 
   /// Whether `p` takes the one-launch decode path: few tokens, no

@@ -275,7 +275,7 @@ struct GPUVerifier {
   /// weights only: no expert is built.
   static func routerCases() -> [RouterCase] {
     let mini = Presets.mini.flatMap { config in
-      [1, 3, 77, 1000].map { RouterCase(config: config, tokens: $0) }
+      [1, 3, 8, 77, 1000].map { RouterCase(config: config, tokens: $0) }
         + [RouterCase(config: config, tokens: 77, skewed: true), RouterCase(config: config, tokens: 77, dtype: .fp16)]
     }
     let full = Presets.full.flatMap { config in [1, 1000].map { RouterCase(config: config, tokens: $0) } }

@@ -426,7 +426,7 @@ import Foundation
     #expect(MoERouting.workspaceBytes(problem, multiprocessors: 132) == 0)
   }
 
-  /// The one-launch decode path: 1 ... 16 tokens (T = 1 by default), never
+  /// The one-launch decode path: 1 ... 16 tokens (T <= 8 by default), never
   /// with capacity drops or a forced split; its layout fits in the general
   /// path's workspace.
   @Test func decodeRoutingTakesFewTokensWithoutDrops() {
