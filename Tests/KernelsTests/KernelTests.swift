@@ -266,6 +266,27 @@ import Foundation
   }
 }
 
+extension SplitPlanning {
+  /// The streaming split keeps `streamMinimumSplitBytes` of weight per CTA
+  /// (one row block, one split): a small weight takes few long splits, a
+  /// Mixtral-sized one keeps the splits that fill one wave.
+  @Test func streamingSplitsKeepEnoughWeightPerCTA() {
+    func splits(_ m: Int, _ k: Int, weightBytes: Int) -> Int {
+      let problem = PortableKernel.SplitProblem(
+        pattern: .default, rows: m, columns: k, condensedRows: m / 2, weightBytes: weightBytes, count: 1,
+        twoWeights: false, splits: nil)
+      return PortableKernel.splitPlan(problem, multiprocessors: 132, tiling: .stream).splits
+    }
+    let minimum = PortableKernel.streamMinimumSplitBytes
+    // 1408x2048: 44 row tiles = 6 row blocks of 8 warps, 1.63 MB packed.
+    let small = splits(1408, 2048, weightBytes: 1_630_000)
+    #expect(minimum == 0 || 1_630_000 / (6 * small) >= minimum)
+    if minimum == 64 << 10 { #expect(small == 4) }
+    // 14336x4096: 56 row blocks, 33 MB packed: 2 CTAs per SM over 56 row blocks = 4 splits.
+    #expect(splits(14336, 4096, weightBytes: 33_200_000) == 4)
+  }
+}
+
 /// The grouped launch's grid: enough 16-token tiles for any split of the
 /// entries among the experts, splits that fill the GPU without passing the
 /// shared-memory limit, whole chunk pairs.
