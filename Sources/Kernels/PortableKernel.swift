@@ -424,7 +424,8 @@ public enum PortableKernel {
     guard let bn = tokenTile(p.pattern, tiling), chunks > 0 else { return (1, max(2, chunks + chunks % 2)) }
     let warpsPerWeight = (p.twoWeights ? warps / 2 : warps) * tiling.rowTiles
     let rowTiles = (p.condensedRows + 15) / 16
-    let ctas = max(1, ((rowTiles + warpsPerWeight - 1) / warpsPerWeight) * ((p.count + bn - 1) / bn))
+    let rowBlocks = (rowTiles + warpsPerWeight - 1) / warpsPerWeight
+    let ctas = max(1, rowBlocks * ((p.count + bn - 1) / bn))
     let partialBytesPerSplit = (p.twoWeights ? 2 : 1) * p.count * p.rows * 4
     var splits = p.splits ?? 1
     if p.splits == nil && tiling == .stream {
@@ -433,7 +434,6 @@ public enum PortableKernel {
       // `streamMinimumSplitBytes` of weight per row block and split: a
       // small weight is latency-bound, and each split adds a staging, a
       // pipeline fill and its partials' sum.
-      let rowBlocks = (rowTiles + warpsPerWeight - 1) / warpsPerWeight
       splits = max(1, 2 * multiprocessors / ctas)
       splits = min(
         splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2),

@@ -106,15 +106,18 @@ import Foundation
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 
+  /// The value of `constexpr int NAME = <digits>` at the start of a line of `text`.
+  static func constant(_ name: String, in text: String) -> Int? {
+    let prefix = "constexpr int \(name) = "
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
+    return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
+  }
+
   /// The Swift mirrors of the portable kernel's ring depths (the host sizes
   /// their shared memory) are the source's values.
   @Test func portableConstantsMatchTheSource() throws {
     let (source, _) = try KernelLibrary.sources(of: "dual_sparse_gemm.cu")
-    func constant(_ name: String) -> Int? {
-      let prefix = "constexpr int \(name) = "
-      guard let line = source.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
-      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
-    }
+    func constant(_ name: String) -> Int? { Self.constant(name, in: source) }
     #expect(constant("kStreamDepth") == PortableKernel.streamDepth)
     #expect(constant("kStages") == PortableKernel.stages)
   }
@@ -125,11 +128,7 @@ import Foundation
   @Test func hopperConstantsMatchTheSource() throws {
     let (source, headers) = try KernelLibrary.sources(of: "dual_sparse_gemm_sm90.cu")
     let text = ([source] + headers.map(\.contents)).joined(separator: "\n")
-    func constant(_ name: String) -> Int? {
-      let prefix = "constexpr int \(name) = "
-      guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
-      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
-    }
+    func constant(_ name: String) -> Int? { Self.constant(name, in: text) }
     #expect(constant("kStages") == PortableKernel.wgmmaStages)
     #expect(constant("kStageChunks") == PortableKernel.Tiling.wgmma.chunksPerStage)
     #expect(constant("kProducerThreads").map { $0 + PortableKernel.threads } == PortableKernel.wgmmaThreads)
@@ -143,11 +142,7 @@ import Foundation
   /// The Swift mirrors of moe_routing.cu's configuration are the source's values.
   @Test func routingConstantsMatchTheSource() throws {
     let (source, _) = try KernelLibrary.sources(of: "moe_routing.cu")
-    func constant(_ name: String) -> Int? {
-      let prefix = "constexpr int \(name) = "
-      guard let line = source.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else { return nil }
-      return Int(line.dropFirst(prefix.count).prefix { $0.isNumber })
-    }
+    func constant(_ name: String) -> Int? { Self.constant(name, in: source) }
     let mirrors: [(String, Int)] = [
       ("kMaxExperts", MoERouting.maxExperts), ("kMaxTopK", MoERouting.maxTopK), ("kChunk", MoERouting.hiddenMultiple),
       ("kTileTokens", MoERouting.tileTokens), ("kTileExperts", MoERouting.tileExperts),
