@@ -73,7 +73,7 @@ public final class KernelLibrary: @unchecked Sendable {
         for epilogue in ["store", "silu", "add", "slots"] {
           let name = "samoyeds_\(dtype)_n\(pattern.n)m\(pattern.m)_\(epilogue)"
           names += [name, name + "_rt2", name + "_split", name + "_stream", name + "_stream_grouped"]
-          if pattern.n == 1 && pattern.m == 2 { names += [name + "_bn32", name + "_rt2x2"] }
+          if pattern.n == 1 && pattern.m == 2 { names += [name + "_bn32", name + "_rt2x2", name + "_rt4"] }
         }
       }
     }

@@ -123,20 +123,31 @@ public enum PortableKernel {
     /// second chunk's token fragments load while the first's mma.sp issue
     /// (1:2 only).
     case rt2x2
+    /// Large token counts (1:2:128 only, k a multiple of 128): rt2x2's CTA tile
+    /// with warps laid out 4 over rows × 2 over tokens, each with four 16-row
+    /// tiles and 32 tokens (16 mma.sp per chunk on 4 A and 4 token
+    /// fragments), stages of 4 chunks (one barrier and one round of copies
+    /// per 64 mma.sp of a warp), the next chunk's fragments loaded during
+    /// this chunk's mma.sp.
+    case rt4
     /// Hopper (sm_90a only): `dual_sparse_gemm_sm90.cu`, wgmma.mma_async.sp
     /// with the weight fragments in registers and the token rows gathered
     /// by cp.async into a 128-byte-swizzled shared tile read by descriptor;
     /// two warpgroups × 64 condensed rows, 4-chunk stages.
     case wgmma
 
-    /// 16-row tiles per warp.
-    public var rowTiles: Int { self == .rt2 || self == .rt2x2 ? 2 : 1 }
+    /// The CTA's 16-row tiles per warp: the CTA covers `warps × rowTiles`
+    /// row tiles (rt4: 4 row warps × 4 tiles, the same 16 as rt2 and rt2x2).
+    public var rowTiles: Int { self == .rt2 || self == .rt2x2 || self == .rt4 ? 2 : 1 }
+
+    /// Instantiated for the 1:2 family only.
+    public var oneOfTwoOnly: Bool { self == .bn32 || self == .rt2x2 || self == .rt4 }
 
     /// k32 chunks per pipeline stage.
     var chunksPerStage: Int {
       switch self {
       case .rt2x2: 2
-      case .wgmma: 4
+      case .rt4, .wgmma: 4
       default: 1
       }
     }
@@ -148,6 +159,7 @@ public enum PortableKernel {
       case .bn32: "_bn32"
       case .stream: "_stream"
       case .rt2x2: "_rt2x2"
+      case .rt4: "_rt4"
       case .wgmma: "_sm90"
       }
     }
@@ -167,7 +179,7 @@ public enum PortableKernel {
     if tiling == .stream { return streamTokenTile }
     let oneOfTwo = pattern.keptRows == 1 && pattern.groupRows == 2
     if tiling == .bn32 { return oneOfTwo ? base / 2 : nil }
-    if tiling == .rt2x2 { return oneOfTwo ? base : nil }
+    if tiling == .rt2x2 || tiling == .rt4 { return oneOfTwo ? base : nil }
     if tiling == .wgmma { return 2 * base }  // wgmma's N: 128 (1:2), 64 (1:4, 2:4), 32 (1:8)
     return base
   }
@@ -199,11 +211,27 @@ public enum PortableKernel {
     return (max(stage * wgmmaStages, epilogue) + 7) / 8 * 8 + 2 * wgmmaStages * 8 + 1024
   }
 
+  /// Stages of the rt4 kernel's ring (`kWideStages`).
+  static let wideStages = 3
+
+  /// Dynamic shared memory of an rt4 CTA (`WideLayout`): per stage the A
+  /// fragments of 4 chunks for 16 row tiles, their 2 pairs' metadata and
+  /// the token rows (128 k + 8 pad, bf16); or the epilogue tile if larger.
+  static func wideSharedBytes(tokenTile bn: Int, pattern: SparsePattern) -> Int {
+    let tiles = warps * Tiling.rt4.rowTiles
+    let stage = 4 * tiles * 32 * 16 + tiles * 2 * 32 * 4 + bn * (128 + 8) * 2
+    let epilogue = bn * (tiles * rowsPerWarp * pattern.groupRows / pattern.keptRows + 4) * 4
+    return max(stage * wideStages, epilogue)
+  }
+
   /// Dynamic shared memory of a CTA of `tiling` (not the streaming one).
   static func sharedBytes(_ tiling: Tiling, tokenTile bn: Int, pattern: SparsePattern) -> Int {
-    tiling == .wgmma
-      ? wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
-      : sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
+    switch tiling {
+    case .wgmma: wgmmaSharedBytes(tokenTile: bn, pattern: pattern)
+    case .rt4: wideSharedBytes(tokenTile: bn, pattern: pattern)
+    default:
+      sharedBytes(tokenTile: bn, pattern: pattern, rowTiles: tiling.rowTiles, chunksPerStage: tiling.chunksPerStage)
+    }
   }
 
   /// Chunks in each lane's ring of the streaming kernel (`kStreamDepth`).
@@ -248,6 +276,8 @@ public enum PortableKernel {
     if tiling == .wgmma && context.architecture != "sm_90a" { return false }
     // Its producer addresses X with 32-bit element offsets.
     if tiling == .wgmma && tokens * columns >= 1 << 32 { return false }
+    // Its stages are 4 chunks (128 k), one vector each.
+    if tiling == .rt4 && (columns % 128 != 0 || pattern.vectorLength != 128) { return false }
     let limit = context.maxSharedMemoryPerBlockOptin - reservedShared
     if tiling == .stream { return streamSharedBytes(chunks: 2, pattern: pattern) <= limit }
     return sharedBytes(tiling, tokenTile: bn, pattern: pattern) <= limit
@@ -268,12 +298,13 @@ public enum PortableKernel {
   ///
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
   /// |---|---|---|---|---|---|
-  /// | small (<= 4M elements) | stream | stream | stream | bn32 | rt2x2 |
-  /// | large, m >= k | stream | bn32 | rt1 | rt2x2 | rt2x2 |
-  /// | large, m < k | stream | rt1 | rt2x2 | rt2x2 | rt2x2 |
+  /// | small (<= 4M elements) | stream | stream | stream | bn32 | rt4 |
+  /// | large, m >= k | stream | bn32 | rt1 | rt4 | rt4 |
+  /// | large, m < k | stream | rt1 | rt4 | rt4 | rt4 |
   ///
-  /// A tiling that is not instantiated for the pattern (bn32 and rt2x2:
-  /// 1:2 only) or does not fit the device falls back to rt2, then rt1. On
+  /// A tiling that is not available for the pattern (bn32 and rt2x2: 1:2
+  /// only; rt4: 1:2:128 with k a multiple of 128) or does not fit the
+  /// device falls back to rt2x2, rt2, then rt1. On
   /// sm_90a, `wgmma` replaces the table above 32 tokens (256 for small
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
@@ -296,11 +327,13 @@ public enum PortableKernel {
     switch a.count {
     case ...32: preferred = .stream
     case ...64: preferred = small ? .stream : (tall ? .bn32 : .rt1)
-    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt2x2)
-    case ...1024: preferred = small ? .bn32 : .rt2x2
-    default: preferred = .rt2x2
+    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt4)
+    case ...1024: preferred = small ? .bn32 : .rt4
+    default: preferred = .rt4
     }
-    for candidate in [preferred, .rt2, .rt1] where isAvailable(candidate, a, context: context) { return candidate }
+    for candidate in [preferred, .rt2x2, .rt2, .rt1] where isAvailable(candidate, a, context: context) {
+      return candidate
+    }
     return .rt1
   }
 
@@ -447,17 +480,17 @@ public enum PortableKernel {
       // Partials written and read back per split; keep their traffic within
       // the weight's own bytes (the floor at small T).
       let budget = max(p.weightBytes, 4 << 20)
-      splits = max(1, min(splits, budget / max(partialBytesPerSplit, 1), chunks / 2))
+      splits = max(1, min(splits, budget / max(partialBytesPerSplit, 1), chunks / max(2, tiling.chunksPerStage)))
     }
     if chunks > maxChunksPerSplit {
       splits = max(splits, (chunks + maxChunksPerSplit - 1) / maxChunksPerSplit)
     }
     var perSplit = (chunks + splits - 1) / splits
     // Whole chunk pairs (metadata); for wgmma whole 4-chunk stages where
-    // that stays within the limit.
+    // that stays within the limit; for rt4 always (it has no partial stage).
     let pairs = (perSplit + 1) / 2 * 2
     let stages = (perSplit + 3) / 4 * 4
-    perSplit = tiling == .wgmma && stages <= maxChunksPerSplit ? stages : pairs
+    perSplit = (tiling == .wgmma && stages <= maxChunksPerSplit) || tiling == .rt4 ? stages : pairs
     perSplit = max(perSplit, 2)
     return ((chunks + perSplit - 1) / perSplit, perSplit)
   }

@@ -41,7 +41,7 @@ struct GPUVerifier {
       result.append(Case(m: m, k: k, pattern: pattern, count: 3, dtype: .bf16, epilogue: "silu", splits: 3))
       // Every tiling on every epilogue, whatever the heuristic picks.
       for tiling in PortableKernel.Tiling.allCases
-      where (tiling != .bn32 && tiling != .rt2x2) || pattern.hasPrefix("1:2:") {
+      where !tiling.oneOfTwoOnly || pattern.hasPrefix("1:2:") {
         for epilogue in ["store", "silu", "add", "slots"] {
           result.append(
             Case(m: m, k: k, pattern: pattern, count: 77, dtype: .bf16, epilogue: epilogue, splits: nil, tiling: tiling))
@@ -67,7 +67,7 @@ struct GPUVerifier {
       for (epilogue, count) in [("store", 1), ("silu", 5), ("add", 16), ("slots", 9)] {
         result.append(Case(m: 256, k: 1024, pattern: "1:2:128", count: count, dtype: .bf16, epilogue: epilogue, splits: 4, tiling: tiling))
       }
-      if tiling != .bn32 && tiling != .rt2x2 {
+      if !tiling.oneOfTwoOnly {
         result.append(Case(m: 256, k: 1024, pattern: "2:4:32", count: 7, dtype: .fp16, epilogue: "slots", splits: 3, tiling: tiling))
       }
     }

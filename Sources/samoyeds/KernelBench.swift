@@ -26,7 +26,7 @@ struct KernelBenchRow: Codable {
   /// 1979 TFLOP/s counts 2:4 as 2x; the format's row selection multiplies
   /// it by M/N, so a 25%-dense 1:2 weight peaks at 3958 dense-equivalent TFLOP/s.
   var shareOfSparsePeak: Double?
-  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2", "wgmma".
+  /// The sparse kernel with each tiling forced: "rt1", "rt2", "bn32", "stream", "rt2x2", "rt4", "wgmma".
   var variantMilliseconds: [String: Double]
 
   static let variantColumns = PortableKernel.Tiling.allCases.map(\.rawValue)

@@ -96,12 +96,12 @@ import Foundation
       #expect(hopper.contains("SAMOYEDS_SM90_EPILOGUES(\(prefix),"), "\(name): no \(prefix) in dual_sparse_gemm_sm90.cu")
     }
     // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped
-    // (+ bn32, rt2x2 for 1:2); then logits (bf16, fp16), select, scan,
+    // (+ bn32, rt2x2, rt4 for 1:2); then logits (bf16, fp16), select, scan,
     // scatter, the shared gate and the decode routing (bf16, fp16); then sm90
     // and sm90_grouped.
     #expect(
       KernelLibrary.entryPoints.count
-        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 2 + 9
+        == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 3 + 9
         + 2 * PortableKernel.supportedPatterns.count * 4 * 2)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
@@ -120,6 +120,13 @@ import Foundation
     func constant(_ name: String) -> Int? { Self.constant(name, in: source) }
     #expect(constant("kStreamDepth") == PortableKernel.streamDepth)
     #expect(constant("kStages") == PortableKernel.stages)
+    #expect(constant("kWideStages") == PortableKernel.wideStages)
+    #expect(constant("kWideStageChunks") == PortableKernel.Tiling.rt4.chunksPerStage)
+    #expect(constant("kWideRowTiles").map { $0 * PortableKernel.warps / (constant("kWideTokenWarps") ?? 0) }
+      == PortableKernel.warps * PortableKernel.Tiling.rt4.rowTiles)
+    // 1:2, 64 tokens: three stages of 32 KB of fragments, 4 KB of metadata
+    // and 64 token rows of 272 bytes; the epilogue tile (64 × 516 floats) is smaller.
+    #expect(PortableKernel.wideSharedBytes(tokenTile: 64, pattern: .default) == 3 * (32768 + 4096 + 64 * 272))
   }
 
   /// The Swift mirrors of the Hopper kernel's configuration (shared-memory
@@ -252,7 +259,13 @@ import Foundation
               #expect(perSplit % 2 == 0 && perSplit >= 2, "\(label)")
               #expect(splits * perSplit >= chunks, "\(label): chunks left over")
               #expect((splits - 1) * perSplit < max(chunks, 1), "\(label): an empty split")
-              if chunks >= 2 && maxChunks < Int.max { #expect(perSplit <= max(maxChunks, 2), "\(label)") }
+              if tiling == .rt4 {
+                // No partial stage: whole 4-chunk stages (the limit is the
+                // streaming kernel's and does not apply).
+                #expect(perSplit % 4 == 0, "\(label)")
+              } else if chunks >= 2 && maxChunks < Int.max {
+                #expect(perSplit <= max(maxChunks, 2), "\(label)")
+              }
             }
           }
         }
@@ -505,6 +518,51 @@ extension SplitPlanning {
         #expect(
           abs(folded[b] - direct[b]) <= 1e-4 * max(1, abs(direct[b])),
           "N:M \(n):\(m) seed \(seed) trial \(trial) bank \(b): \(folded[b]) vs \(direct[b])")
+      }
+    }
+  }
+}
+
+extension TelescopedFold {
+  /// CUDA's `__byte_perm(x, y, s)`: byte i of the result is byte
+  /// `(s >> 4i) & 7` of the 8 bytes of (y:x).
+  static func bytePerm(_ x: UInt32, _ y: UInt32, _ selector: UInt32) -> UInt32 {
+    let bytes = (0..<4).map { UInt8(truncatingIfNeeded: x >> (8 * $0)) } + (0..<4).map { UInt8(truncatingIfNeeded: y >> (8 * $0)) }
+    return (0..<4).reduce(UInt32(0)) { word, i in word | UInt32(bytes[Int((selector >> (4 * UInt32(i))) & 7)]) << (8 * UInt32(i)) }
+  }
+
+  /// The rt4 kernel's `PairSelection` on the CPU: selections gathered from
+  /// 32-bit words of 4 vectors (`gather`), then every 1:2 coefficient
+  /// s_{v+1} - s_v from the bytewise difference and the 2^23 float trick,
+  /// including the split's end (s taken as 1). Compared with the direct
+  /// coefficient of `telescopedBanksEqualDirectSums`.
+  @Test func pairSelectionBytesGiveTheFoldCoefficients() {
+    let seed: UInt64 = 0x5E1EC7
+    var rng = SeededGenerator(seed: seed)
+    for trial in 0..<500 {
+      // 8 rows (one lane's), 4 vectors per 32-bit word, as in device memory.
+      let selections = (0..<8).map { _ in (0..<4).map { _ in UInt8.random(in: 0...1, using: &rng) } }
+      let words = selections.map { row in row.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } }
+      func gather(_ k: Int) -> [UInt32] {
+        let select = UInt32(k) | UInt32(k + 4) << 4
+        return (0..<2).map { half in
+          let low = Self.bytePerm(words[4 * half], words[4 * half + 1], select)
+          let high = Self.bytePerm(words[4 * half + 2], words[4 * half + 3], select)
+          return Self.bytePerm(low, high, 0x5410)
+        }
+      }
+      let v = Int.random(in: 0..<4, using: &rng)
+      let last = v == 3 || Bool.random(using: &rng)
+      let current = gather(v)
+      let next = last ? [0x0101_0101, 0x0101_0101] : gather(v + 1)
+      for half in 0..<2 {
+        let x = next[half] &+ 0x0101_0101 &- current[half]
+        for r in 0..<4 {
+          let row = 4 * half + r
+          let coefficient = Float(bitPattern: Self.bytePerm(x, 0x4B00_0000, 0x7540 + UInt32(r))) - 8_388_609
+          let expected = Float(last ? 1 : Int(selections[row][v + 1])) - Float(selections[row][v])
+          #expect(coefficient == expected, "seed \(seed) trial \(trial) row \(row) vector \(v) last \(last)")
+        }
       }
     }
   }

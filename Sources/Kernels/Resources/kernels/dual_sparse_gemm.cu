@@ -262,6 +262,269 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 }
 
 // ---------------------------------------------------------------------------
+// The wide-warp kernel (tiling `rt4`: large token counts, 1:2)
+// ---------------------------------------------------------------------------
+//
+// The CTA tile of rt2x2 (256 condensed rows x 64 tokens) with a squarer warp
+// tile and fewer instructions per mma.sp. The 8 warps are laid out 4 over
+// rows by 2 over tokens; each owns 4 row tiles (64 condensed rows) and 32
+// tokens, so a chunk is 16 mma.sp on 4 A fragments (LDS.128) and 4 token
+// fragments (ldmatrix.x4): 4 KB of shared reads where rt2x2 reads 5 KB. A
+// stage holds 4 chunks (128 k), so one barrier and one round of copies
+// serve 64 mma.sp per warp, every copy of a stage is one base pointer plus
+// constant offsets, and the selectors of the unrolled chunks are constants.
+// The next chunk's fragments are loaded while the current chunk's mma.sp
+// issue. Needs V = 128 (a stage is a vector), k a multiple of 128 and
+// 4-chunk splits (PortableKernel).
+//
+// Shared memory per stage (kWideStages stages; the epilogue tile reuses it):
+//   A  [4 chunks][16 row tiles][32 lanes] 16 B          32 KB
+//   E  [16 row tiles][2 chunk pairs][32 lanes] 4 B       4 KB
+//   B  [BN tokens][128 k + 8 pad] bf16 (272-byte rows, conflict-free ldmatrix)
+
+constexpr int kWideTokenWarps = 2;                 // warps over tokens (4 over rows)
+constexpr int kWideRowTiles = 4;                   // 16-row tiles per warp
+constexpr int kWideStageChunks = 4;                // k32 chunks per stage
+constexpr int kWideStages = 3;                     // ring depth (8 chunks ahead)
+
+template <int BN>
+struct WideLayout {
+  static constexpr int rowWarps = kWarps / kWideTokenWarps;
+  static constexpr int tiles = rowWarps * kWideRowTiles;                   // row tiles per CTA
+  static constexpr int rowBytes = (kWideStageChunks * kChunk + 8) * 2;     // 272
+  static constexpr int aChunk = tiles * 32 * 16;
+  static constexpr int a = 0;
+  static constexpr int e = kWideStageChunks * aChunk;
+  static constexpr int b = e + tiles * (kWideStageChunks / 2) * 32 * 4;
+  static constexpr int bytes = b + BN * rowBytes;
+};
+
+// The row selections of a wide-kernel warp (1:2: a row's selection byte is
+// its bank, 0 or 1) for the lane's 8 rows g + 8i of the warp's 64 condensed
+// rows (tile i / 2, half i % 2), one byte per row in two registers (rows
+// 0-3, 4-7). The fold (RowSelection's telescoped sum) gives bank 0 of row i
+// the coefficient [s_v = 0] - [s_{v+1} = 0] = s_{v+1} - s_v (past the
+// split's last vector s counts as 1). Bytewise, X = next + 0x01010101 -
+// current holds s_{v+1} - s_v + 1 in {0, 1, 2} per byte (no borrows), and
+// one byte permute makes the float 2^23 + that byte, so a coefficient is a
+// PRMT and an FADD. The selections are read 4 vectors per row at a time
+// (32-bit loads) when the row length allows, one group ahead of use; rows
+// past the weight read nothing (their bits are 0 and they are never stored).
+struct PairSelection {
+  const uint8_t* base;  // row g's selections; null for an inactive warp
+  int stride;           // bytes from row g + 8i to row g + 8(i + 1)
+  unsigned valid;       // bit i: row g + 8i is a row of the weight
+  int vectors;
+  int groupMask;        // vectors per load minus 1: 3 when the row length allows 32-bit loads, else 0
+  uint32_t words[8];    // per row: the selections of the group holding the next vector
+  uint32_t current[2];  // bytes of the vector being accumulated
+
+  // Loads the group of vectors starting at `v` (a multiple of groupMask + 1).
+  __device__ __forceinline__ void load(int v) {
+    const bool inRange = base != nullptr && v < vectors;
+    const uint8_t* p = inRange ? base + v : nullptr;
+    if (groupMask != 0) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        words[i] = inRange && ((valid >> i) & 1u) ? *reinterpret_cast<const uint32_t*>(p + i * stride) : 0u;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) words[i] = inRange && ((valid >> i) & 1u) ? uint32_t(p[i * stride]) : 0u;
+    }
+  }
+
+  // The bytes of vector `v` (in the loaded group) of rows 0-3 and 4-7.
+  __device__ __forceinline__ void gather(int v, uint32_t (&out)[2]) const {
+    const int k = v & groupMask;
+    const unsigned select = unsigned(k) | unsigned(k + 4) << 4;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t low = __byte_perm(words[4 * half], words[4 * half + 1], select);
+      const uint32_t high = __byte_perm(words[4 * half + 2], words[4 * half + 3], select);
+      out[half] = __byte_perm(low, high, 0x5410);
+    }
+  }
+
+  // Starts at vector `first` (the split's first).
+  __device__ __forceinline__ void start(const WeightArgs& w, int rowTile, int lane, int first, int vectorCount,
+                                        bool active) {
+    const int firstRow = rowTile * kTileRows + lane / 4;
+    vectors = vectorCount;
+    stride = 8 * vectorCount;
+    groupMask = vectorCount % 4 == 0 ? 3 : 0;
+    valid = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) valid |= unsigned(firstRow + 8 * i < w.mc) << i;
+    base = active ? w.selection + (size_t)firstRow * vectorCount : nullptr;
+    load(first & ~groupMask);
+    gather(first, current);
+    // Invariant: `words` holds the group of the vector after the one being accumulated.
+    if (((first + 1) & groupMask) == 0) load(first + 1);
+  }
+
+  // The end of vector `v`: bank 0 takes the fold (`last`: v ends the split).
+  template <bool LAST, int RT, int NT>
+  __device__ __forceinline__ void fold(int v, float (&bank)[1][RT][NT][4], const float (&acc)[RT][NT][4]) {
+    static_assert(RT == 4, "8 rows per lane");
+    uint32_t next[2] = {0x01010101u, 0x01010101u};
+    if (!LAST) {
+      gather(v + 1, next);
+      if (((v + 2) & groupMask) == 0) load(v + 2);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t x = next[half] + 0x01010101u - current[half];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int j = (4 * half + r) / 2;
+        const int h = r % 2;
+        const float c = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540u + r)) - 8388609.f;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          bank[0][j][t][2 * h] = fmaf(c, acc[j][t][2 * h], bank[0][j][t][2 * h]);
+          bank[0][j][t][2 * h + 1] = fmaf(c, acc[j][t][2 * h + 1], bank[0][j][t][2 * h + 1]);
+        }
+      }
+      current[half] = next[half];
+    }
+  }
+};
+
+template <typename T, int N, int M, int BN, int EPILOGUE>
+__device__ __forceinline__ void wideGemm(const GemmArgs& args) {
+  static_assert(N == 1 && M == 2, "the 1:2 family");
+  constexpr int RT = kWideRowTiles;
+  constexpr int WN = kWideTokenWarps;
+  constexpr int NT = BN / 8 / WN;  // n8 tiles per warp
+  constexpr int SC = kWideStageChunks;
+  constexpr int S = kWideStages;
+  using L = WideLayout<BN>;
+  static_assert(kThreads == L::tiles * 16, "one A tile and one E piece per 16 threads");
+  static_assert(kThreads == BN * 4, "four threads per token row");
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const WarpTiles<EPILOGUE, RT, WN> tiles(args, warp, blockIdx.x);
+  const WeightArgs& w = tiles.weight;
+  const bool warpActive = tiles.has();
+  const int tokenBase = blockIdx.y * BN;
+  const int chunks = args.k / kChunk;
+  const int chunkPairs = (chunks + 1) / 2;
+  const int firstChunk = blockIdx.z * args.chunksPerSplit;  // a multiple of SC: a vector's start (V = 128)
+  const int myStages = (min(chunks, firstChunk + args.chunksPerSplit) - firstChunk) / SC;
+
+  // ---- producer: every thread copies the same pieces of every stage ----
+  // A: row tile q = thread / 16 of the CTA, lanes 2 (thread % 16), +1, of
+  // each of the stage's chunks (8 x 16 B). E: the tile's metadata words for
+  // the stage's two pairs, piece thread % 16 (16 B). B: token row thread /
+  // 4, pieces thread % 4 + 4 i (4 x 16 B). Sources advance by one stage per
+  // copy round; destinations are fixed offsets in the slot.
+  const int q = threadIdx.x / 16;
+  const WarpTiles<EPILOGUE, RT, WN> copied(args, q / RT, blockIdx.x);
+  const bool tileValid = copied.has(q % RT);
+  const int tile = tileValid ? copied.first + q % RT : 0;
+  const uint4* aSrc = copied.weight.a + ((size_t)tile * chunks + firstChunk) * 32 + (threadIdx.x % 16) * 2;
+  const uint4* eSrc = reinterpret_cast<const uint4*>(copied.weight.e + ((size_t)tile * chunkPairs + firstChunk / 2) * 32) +
+                      threadIdx.x % 16;
+  const int token = tokenBase + threadIdx.x / 4;
+  const bool tokenValid = token < args.count;
+  const uint4* bSrc = reinterpret_cast<const uint4*>(args.x + (size_t)(tokenValid ? args.rows[token] : 0) * args.k +
+                                                     (size_t)firstChunk * kChunk) + threadIdx.x % 4;
+  const int aDst = L::a + (q * 32 + (threadIdx.x % 16) * 2) * 16;
+  const int eDst = L::e + threadIdx.x * 16;
+  const int bDst = L::b + (threadIdx.x / 4) * L::rowBytes + (threadIdx.x % 4) * 16;
+  auto loadStage = [&](unsigned char* slot) {
+#pragma unroll
+    for (int c = 0; c < SC; ++c) {
+      cpAsync16(slot + aDst + c * L::aChunk, aSrc + c * 32, tileValid);
+      cpAsync16(slot + aDst + c * L::aChunk + 16, aSrc + c * 32 + 1, tileValid);
+    }
+    cpAsync16(slot + eDst, eSrc, tileValid);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) cpAsync16(slot + bDst + i * 64, bSrc + 4 * i, tokenValid);
+    aSrc += SC * 32;
+    eSrc += (SC / 2) * 32 / 4;
+    bSrc += SC * kChunk / 8;
+  };
+
+  float acc[RT][NT][4];
+  float bank[1][RT][NT][4];
+#pragma unroll
+  for (int j = 0; j < RT; ++j)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[j][t][i] = 0.f;
+        bank[0][j][t][i] = 0.f;
+      }
+  const int firstVector = firstChunk / SC;
+  PairSelection selection;
+  selection.start(w, tiles.first, lane, firstVector, args.k / (SC * kChunk), warpActive);
+
+  unsigned char* const ringEnd = smem + S * L::bytes;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < myStages) loadStage(smem + s * L::bytes);
+    cpAsyncCommit();
+  }
+
+  // The warp's fragments in a stage.
+  const int rowWarp = warp % L::rowWarps;
+  const int aRead = L::a + (rowWarp * RT * 32 + lane) * 16;
+  const int eRead = L::e + (rowWarp * RT * 2 * 32 + lane) * 4;
+  const int bRead = L::b + ((warp / L::rowWarps) * NT * 8 + lane % 8) * L::rowBytes + (lane / 8) * 16;
+  auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {
+#pragma unroll
+    for (int j = 0; j < RT; ++j) a[j] = *reinterpret_cast<const uint4*>(slot + aRead + c * L::aChunk + j * 32 * 16);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) ldmatrixX4(b[t], slot + bRead + t * 8 * L::rowBytes + c * kChunk * 2);
+  };
+
+  // A stage is one vector (V = 128). The fold of a vector runs at the start
+  // of the next stage, after its barrier, copies and first fragment loads,
+  // so the last mma.sp of the vector complete meanwhile.
+  unsigned char* readSlot = smem;
+  unsigned char* writeSlot = smem + (S - 1) * L::bytes;
+  for (int stage = 0; stage < myStages; ++stage) {
+    cpAsyncWait<S - 2>();
+    __syncthreads();
+    if (stage + S - 1 < myStages) loadStage(writeSlot);
+    cpAsyncCommit();
+    if (warpActive) {
+      uint32_t e[2][RT];
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int j = 0; j < RT; ++j) e[p][j] = *reinterpret_cast<const uint32_t*>(readSlot + eRead + (j * 2 + p) * 32 * 4);
+      uint4 a[2][RT];
+      uint32_t b[2][NT][4];
+      loadChunk(readSlot, 0, a[0], b[0]);
+      if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);
+#pragma unroll
+      for (int c = 0; c < SC; ++c) {
+        if (c + 1 < SC) loadChunk(readSlot, c + 1, a[(c + 1) % 2], b[(c + 1) % 2]);
+        if (c % 2 == 0) {
+          mmaTokens<T, 0, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        } else {
+          mmaTokens<T, 1, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        }
+      }
+    }
+    writeSlot = readSlot;
+    readSlot = readSlot + L::bytes == ringEnd ? smem : readSlot + L::bytes;
+  }
+  if (warpActive && myStages > 0) selection.fold<true>(firstVector + myStages - 1, bank, acc);
+  cpAsyncWait<0>();
+  __syncthreads();
+  RowSelection<N, M, RT, NT>::finish(bank, acc);
+  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+                                              threadIdx.x);
+}
+
+// ---------------------------------------------------------------------------
 // The streaming kernel (decode-sized token tiles)
 // ---------------------------------------------------------------------------
 //
@@ -448,6 +711,14 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
     samoyeds::dualSparseGemm<T, N, M, 2, BN, EPI, 2>(args);                                      \
   }
 
+// Four row tiles per warp, warps 4 x 2 over rows x tokens, 4-chunk
+// stages. `_rt4`.
+#define SAMOYEDS_GEMM_WIDE(NAME, T, N, M, BN, EPI)                                               \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+      NAME##_rt4(const samoyeds::GemmArgs args) {                                                \
+    samoyeds::wideGemm<T, N, M, BN, EPI>(args);                                                  \
+  }
+
 #define SAMOYEDS_GEMM_NARROW_EPILOGUES(PREFIX, T, N, M, BN)               \
   SAMOYEDS_GEMM_NARROW(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM_NARROW(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
@@ -456,7 +727,11 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   SAMOYEDS_GEMM_PAIRED(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_GEMM_PAIRED(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
   SAMOYEDS_GEMM_PAIRED(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)    \
-  SAMOYEDS_GEMM_PAIRED(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
+  SAMOYEDS_GEMM_PAIRED(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots) \
+  SAMOYEDS_GEMM_WIDE(PREFIX##_store, T, N, M, BN, samoyeds::kStore)       \
+  SAMOYEDS_GEMM_WIDE(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)      \
+  SAMOYEDS_GEMM_WIDE(PREFIX##_add, T, N, M, BN, samoyeds::kScaleAdd)      \
+  SAMOYEDS_GEMM_WIDE(PREFIX##_slots, T, N, M, BN, samoyeds::kScaleSlots)
 
 // The streaming kernel (decode): 16-token tiles, lane-private weight rings.
 // `_stream`; `_stream_grouped` runs every expert of a projection in one

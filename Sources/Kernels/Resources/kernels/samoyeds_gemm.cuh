@@ -21,10 +21,11 @@ constexpr int kTileRows = 16;          // condensed rows of one mma (M = 16)
 constexpr int kChunk = 32;             // logical k per mma.sp (k32)
 
 // Epilogue tile, reusing the pipeline's shared memory: f32 [BN][stride],
-// outRows = kWarps * RT * 16 * M / N output rows of the CTA.
-template <int RT, int BN, int N, int M>
+// outRows = (kWarps / WN) * RT * 16 * M / N output rows of the CTA, whose
+// warps are laid out (kWarps / WN) over rows by WN over tokens.
+template <int RT, int BN, int N, int M, int WN = 1>
 struct EpilogueLayout {
-  static constexpr int outRows = kWarps * RT * kTileRows * M / N;
+  static constexpr int outRows = (kWarps / WN) * RT * kTileRows * M / N;
   // Row stride padded by 4 floats: the four token columns a quad writes
   // land 8 banks apart instead of in one bank.
   static constexpr int stride = outRows + 4;
@@ -68,22 +69,25 @@ enum Epilogue : int {
   kScaleSlots = 3,    // out: f32 [T*topK][m], out[slots[i], o] = w_i * Y[i, o]
 };
 
-// Which weight and 16-row tiles warp `warp` of a CTA works on. In the SiLU
-// mode warps 0-3 run W0 (gate) and warps 4-7 run W1 (up) on the same rows;
-// otherwise all 8 warps run W0. In row block `rowBlock` the warp owns tiles
-// first .. first + RT - 1, first = (rowBlock * warpsPerWeight + warp %
+// Which weight and 16-row tiles warp `warp` of a CTA works on. The CTA's
+// warps are laid out R = kWarps / WN over rows by WN over tokens: warp w
+// has row warp r = w % R (and token warp w / R). In the SiLU mode row warps
+// 0 .. R/2 - 1 run W0 (gate) and the others W1 (up) on the same rows;
+// otherwise all run W0. In row block `rowBlock` the warp owns tiles
+// first .. first + RT - 1, first = (rowBlock * warpsPerWeight + r %
 // warpsPerWeight) * RT. Every kernel family maps warps to rows this way (so
 // that storeTile's output rows agree).
-template <int EPILOGUE, int RT>
+template <int EPILOGUE, int RT, int WN = 1>
 struct WarpTiles {
-  static constexpr int warpsPerWeight = EPILOGUE == kSiluMul ? kWarps / 2 : kWarps;
+  static constexpr int rowWarps = kWarps / WN;
+  static constexpr int warpsPerWeight = EPILOGUE == kSiluMul ? rowWarps / 2 : rowWarps;
   const WeightArgs& weight;
   int first;  // the warp's first 16-row tile
   int count;  // the weight's 16-row tiles
 
   __device__ __forceinline__ WarpTiles(const GemmArgs& args, int warp, int rowBlock)
-      : weight((EPILOGUE == kSiluMul && warp >= kWarps / 2) ? args.w1 : args.w0),
-        first((rowBlock * warpsPerWeight + warp % warpsPerWeight) * RT),
+      : weight((EPILOGUE == kSiluMul && warp % rowWarps >= rowWarps / 2) ? args.w1 : args.w0),
+        first((rowBlock * warpsPerWeight + warp % rowWarps % warpsPerWeight) * RT),
         count((weight.mc + kTileRows - 1) / kTileRows) {}
 
   // Whether the warp's j-th tile holds rows of the weight (a warp past the
@@ -224,19 +228,21 @@ __device__ __forceinline__ void tileSync() {
 }
 
 // `thread` is the caller's index among the kThreads storing threads (warp
-// thread / 32 owns the warp's row tiles).
-template <typename T, int N, int M, int RT, int BN, int EPILOGUE, int BARRIER = 0>
-__device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&bank)[M - N][RT][BN / 8][4],
-                                          const float (&lastBank)[RT][BN / 8][4], unsigned char* smem, bool warpActive, int rowBlock, int tokenBase,
+// thread / 32 owns the warp's row tiles). With WN token warps (WarpTiles)
+// each warp holds BN / WN of the CTA's BN tokens.
+template <typename T, int N, int M, int RT, int BN, int EPILOGUE, int BARRIER = 0, int WN = 1>
+__device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&bank)[M - N][RT][BN / 8 / WN][4],
+                                          const float (&lastBank)[RT][BN / 8 / WN][4], unsigned char* smem, bool warpActive, int rowBlock, int tokenBase,
                                           int split, int thread) {
   constexpr int BANKS = M - N + 1;
-  constexpr int NT = BN / 8;
+  constexpr int NT = BN / 8 / WN;
+  constexpr int kRowWarps = kWarps / WN;
   constexpr int kRowsPerWarp = RT * kTileRows;
   const bool silu = EPILOGUE == kSiluMul;
   const int warp = thread / 32;
   const int lane = thread % 32;
   const int g = lane / 4;
-  using Tile = EpilogueLayout<RT, BN, N, M>;
+  using Tile = EpilogueLayout<RT, BN, N, M, WN>;
   constexpr int stride = Tile::stride;
   float* tile = reinterpret_cast<float*>(smem);
   // Warp-local output rows: condensed row r (0..16*RT-1 in the warp) of
@@ -250,7 +256,8 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
     tileSync<BARRIER>();
   }
   if (warpActive) {
-    const int warpOut = warp * kRowsPerWarp * M / N;
+    const int warpOut = warp % kRowWarps * kRowsPerWarp * M / N;
+    const int warpTokens = warp / kRowWarps * NT * 8;
 #pragma unroll
     for (int j = 0; j < RT; ++j) {
 #pragma unroll
@@ -261,7 +268,7 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
           const int o = warpOut + (r / N) * M + r % N + b;
 #pragma unroll
           for (int t = 0; t < NT; ++t) {
-            const int n = t * 8 + (lane % 4) * 2;
+            const int n = warpTokens + t * 8 + (lane % 4) * 2;
             const float v0 = b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half] : lastBank[j][t][2 * half];
             const float v1 =
                 b < BANKS - 1 ? bank[b < BANKS - 1 ? b : 0][j][t][2 * half + 1] : lastBank[j][t][2 * half + 1];
@@ -282,7 +289,7 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   // Tile -> global, two adjacent output rows per thread (m is a multiple of
   // M >= 2, so pairs never straddle the end), consecutive threads on
   // consecutive rows of one token.
-  constexpr int rowsPerWeightTile = (silu ? kWarps / 2 : kWarps) * kRowsPerWarp * M / N;
+  constexpr int rowsPerWeightTile = (silu ? kRowWarps / 2 : kRowWarps) * kRowsPerWarp * M / N;
   constexpr int pairsPerToken = rowsPerWeightTile / 2;
   const int outBase = rowBlock * rowsPerWeightTile;
   const int m = args.w0.m;
