@@ -57,6 +57,41 @@ __device__ __forceinline__ void cpAsync16(void* sharedDst, const void* globalSrc
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(globalSrc), "r"(bytes));
 }
 
+// cpAsync16 with the destination as a shared-window address (the result of
+// __cvta_generic_to_shared), for callers that keep that address in a register.
+__device__ __forceinline__ void cpAsync16(unsigned sharedDst, const void* globalSrc, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedDst), "l"(globalSrc), "r"(bytes));
+}
+
+// An empty asm that reads `value`: the register holding it is not reused
+// before this point. A cp.async or shared load reads its address registers
+// when the memory pipeline takes it, later than issue; an instruction that
+// overwrites one of them right after waits for that (ncu: the warp stalls).
+// The use is a real instruction (an xor into `sink`, which the caller
+// consumes once at the end), so ptxas keeps the register; `pinned` makes a
+// value the compiler cannot recompute (a volatile move), so the register
+// that a cp.async reads is the one keepAlive reads.
+__device__ __forceinline__ void keepAlive(unsigned& sink, unsigned value) {
+  asm volatile("xor.b32 %0, %0, %1;" : "+r"(sink) : "r"(value));
+}
+__device__ __forceinline__ void keepAlive(unsigned& sink, const void* value) {
+  asm volatile("{ .reg .b32 lo, hi; mov.b64 {lo, hi}, %1; xor.b32 %0, %0, lo; xor.b32 %0, %0, hi; }"
+               : "+r"(sink)
+               : "l"(value));
+}
+__device__ __forceinline__ unsigned pinned(unsigned value) {
+  unsigned r;
+  asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(value));
+  return r;
+}
+template <typename P>
+__device__ __forceinline__ const P* pinned(const P* value) {
+  const P* r;
+  asm volatile("mov.b64 %0, %1;" : "=l"(r) : "l"(value));
+  return r;
+}
+
 // cp.async.ca.shared.global, 4 bytes (the .cg form copies 16 only); zero-
 // filled when `valid` is false.
 __device__ __forceinline__ void cpAsync4(void* sharedDst, const void* globalSrc, bool valid) {
