@@ -299,12 +299,12 @@ public enum PortableKernel {
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
   /// |---|---|---|---|---|---|
   /// | small (<= 4M elements) | stream | stream | stream | bn32 | rt4 |
-  /// | large, m >= k | stream | bn32 | rt1 | rt4 | rt4 |
-  /// | large, m < k | stream | rt1 | rt4 | rt4 | rt4 |
+  /// | large, m >= k | stream | rt4, bn32 | rt4, rt1 | rt4 | rt4 |
+  /// | large, m < k | stream | rt4, rt1 | rt4 | rt4 | rt4 |
   ///
   /// A tiling that is not available for the pattern (bn32 and rt2x2: 1:2
   /// only; rt4: 1:2:128 with k a multiple of 128) or does not fit the
-  /// device falls back to rt2x2, rt2, then rt1. On
+  /// device falls back to the next in its cell, then rt2x2, rt2, rt1. On
   /// sm_90a, `wgmma` replaces the table above 32 tokens (256 for small
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
@@ -323,15 +323,15 @@ public enum PortableKernel {
     // 1408x2048 at T = 256 stream 0.0175, wgmma 0.020).
     if a.count > (small ? 256 : 32) && isAvailable(.wgmma, a, context: context) { return .wgmma }
     let tall = a.weight.rows >= a.weight.columns
-    let preferred: Tiling
+    let preferred: [Tiling]
     switch a.count {
-    case ...32: preferred = .stream
-    case ...64: preferred = small ? .stream : (tall ? .bn32 : .rt1)
-    case ...256: preferred = small ? .stream : (tall ? .rt1 : .rt4)
-    case ...1024: preferred = small ? .bn32 : .rt4
-    default: preferred = .rt4
+    case ...32: preferred = [.stream]
+    case ...64: preferred = small ? [.stream] : [.rt4, tall ? .bn32 : .rt1]
+    case ...256: preferred = small ? [.stream] : [.rt4, tall ? .rt1 : .rt2x2]
+    case ...1024: preferred = small ? [.bn32] : [.rt4]
+    default: preferred = [.rt4]
     }
-    for candidate in [preferred, .rt2x2, .rt2, .rt1] where isAvailable(candidate, a, context: context) {
+    for candidate in preferred + [.rt2x2, .rt2, .rt1] where isAvailable(candidate, a, context: context) {
       return candidate
     }
     return .rt1
@@ -471,8 +471,12 @@ public enum PortableKernel {
       splits = min(
         splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2),
         max(1, p.weightBytes / max(rowBlocks * streamMinimumSplitBytes, 1)))
-    } else if p.splits == nil && tiling == .wgmma && ctas < multiprocessors {
-      // One CTA per SM: split to fill one wave, not more.
+    } else if p.splits == nil && (tiling == .wgmma || tiling == .rt4) && ctas < multiprocessors {
+      // One CTA per SM: split to fill one wave, not more. For rt4 (H200,
+      // `bench kernel --splits`, T = 64-256) the best split was the one
+      // wave's every time: 14336x4096 at T = 64 / 128 / 256 took 4 / 2 / 1
+      // splits (30.6 / 48.3 / 61.0 us), the two-wave rule's 8 / 4 / 2
+      // took 43.1 / 56.1 / 91.8 us.
       let budget = max(p.weightBytes, 4 << 20)
       splits = max(1, min(multiprocessors / ctas, budget / max(partialBytesPerSplit, 1), chunks / 4))
     } else if p.splits == nil && ctas < multiprocessors {

@@ -293,6 +293,29 @@ extension SplitPlanning {
     // 14336x4096: 56 row blocks, 33 MB packed: 2 CTAs per SM over 56 row blocks = 4 splits.
     #expect(splits(14336, 4096, weightBytes: 33_200_000) == 4)
   }
+
+  /// rt4 runs one CTA per SM, so the planner splits k to fill one wave,
+  /// not two: the splits measured best on an H200 at T = 64-256.
+  @Test func wideTilingSplitsForOneWave() {
+    func splits(_ m: Int, _ k: Int, tokens: Int) -> (splits: Int, chunksPerSplit: Int) {
+      let pattern = SparsePattern.default
+      let problem = PortableKernel.SplitProblem(
+        pattern: pattern, rows: m, columns: k, condensedRows: m / 2,
+        weightBytes: PackedSparseWeight.deviceBytes(rows: m, columns: k, pattern: pattern), count: tokens,
+        twoWeights: false, splits: nil)
+      return PortableKernel.splitPlan(problem, multiprocessors: 132, tiling: .rt4)
+    }
+    // 14336x4096: 28 row blocks of 256 condensed rows; 64-token tiles.
+    #expect(splits(14336, 4096, tokens: 64) == (4, 32))
+    #expect(splits(14336, 4096, tokens: 128) == (2, 64))
+    #expect(splits(14336, 4096, tokens: 256) == (1, 128))
+    // 4096x14336: 8 row blocks.
+    #expect(splits(4096, 14336, tokens: 64) == (16, 28))
+    #expect(splits(4096, 14336, tokens: 128) == (8, 56))
+    #expect(splits(4096, 14336, tokens: 256) == (4, 112))
+    // A full grid is not split.
+    #expect(splits(14336, 4096, tokens: 1024).splits == 1)
+  }
 }
 
 /// The grouped launch's grid: enough 16-token tiles for any split of the
