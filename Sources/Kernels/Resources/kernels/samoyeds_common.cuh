@@ -64,14 +64,14 @@ __device__ __forceinline__ void cpAsync16(unsigned sharedDst, const void* global
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedDst), "l"(globalSrc), "r"(bytes));
 }
 
-// An empty asm that reads `value`: the register holding it is not reused
+// keepAlive reads `value` here, so the register holding it is not reused
 // before this point. A cp.async or shared load reads its address registers
 // when the memory pipeline takes it, later than issue; an instruction that
 // overwrites one of them right after waits for that (ncu: the warp stalls).
-// The use is a real instruction (an xor into `sink`, which the caller
-// consumes once at the end), so ptxas keeps the register; `pinned` makes a
-// value the compiler cannot recompute (a volatile move), so the register
-// that a cp.async reads is the one keepAlive reads.
+// The read is a real instruction (an xor into `sink`, which the caller
+// consumes once at the end): ptxas never sees an empty asm's operands.
+// `pinned` makes a value the compiler cannot recompute (a volatile move),
+// so the register that a cp.async reads is the one keepAlive reads.
 __device__ __forceinline__ void keepAlive(unsigned& sink, unsigned value) {
   asm volatile("xor.b32 %0, %0, %1;" : "+r"(sink) : "r"(value));
 }
