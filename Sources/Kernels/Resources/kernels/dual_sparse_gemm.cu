@@ -178,16 +178,7 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 
   float acc[RT][NT][4];           // running total over the split
   float bank[BANKS - 1][RT][NT][4];  // banks 0 .. BANKS-2 (the last is acc minus them)
-#pragma unroll
-  for (int j = 0; j < RT; ++j)
-#pragma unroll
-    for (int t = 0; t < NT; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[j][t][i] = 0.f;
-#pragma unroll
-        for (int b = 0; b < BANKS - 1; ++b) bank[b][j][t][i] = 0.f;
-      }
+  RowSelection<N, M, RT, NT>::zero(bank, acc);
   RowSelection<N, M, RT, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
@@ -476,15 +467,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 
   float acc[RT][NT][4];
   float bank[1][RT][NT][4];
-#pragma unroll
-  for (int j = 0; j < RT; ++j)
-#pragma unroll
-    for (int t = 0; t < NT; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[j][t][i] = 0.f;
-        bank[0][j][t][i] = 0.f;
-      }
+  RowSelection<N, M, RT, NT>::zero(bank, acc);
   const int firstVector = firstChunk / SC;
   PairSelection selection;
   selection.start(w, tiles.first, lane, firstVector, args.k / (SC * kChunk), warpActive);
@@ -670,14 +653,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
 
   float acc[1][NT][4];
   float bank[BANKS - 1][1][NT][4];
-#pragma unroll
-  for (int t = 0; t < NT; ++t)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      acc[0][t][i] = 0.f;
-#pragma unroll
-      for (int b = 0; b < BANKS - 1; ++b) bank[b][0][t][i] = 0.f;
-    }
+  RowSelection<N, M, 1, NT>::zero(bank, acc);
   RowSelection<N, M, 1, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 

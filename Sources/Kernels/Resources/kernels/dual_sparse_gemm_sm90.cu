@@ -342,14 +342,7 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
 
   float acc[1][NT][4];               // running total over the split (the wgmma accumulator)
   float bank[BANKS - 1][1][NT][4];   // banks 0 .. BANKS-2 (the last is acc minus them)
-#pragma unroll
-  for (int t = 0; t < NT; ++t)
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      acc[0][t][q] = 0.f;
-#pragma unroll
-      for (int b = 0; b < BANKS - 1; ++b) bank[b][0][t][q] = 0.f;
-    }
+  RowSelection<N, M, 1, NT>::zero(bank, acc);
   RowSelection<N, M, 1, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 

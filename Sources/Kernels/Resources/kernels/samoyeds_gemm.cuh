@@ -197,6 +197,20 @@ struct RowSelection {
       }
   }
 
+  // Zeroes the running total and the kept banks (before a split's first chunk).
+  static __device__ __forceinline__ void zero(float (&bank)[kKept][RT][NT][4], float (&acc)[RT][NT][4]) {
+#pragma unroll
+    for (int j = 0; j < RT; ++j)
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          acc[j][t][q] = 0.f;
+#pragma unroll
+          for (int b = 0; b < kKept; ++b) bank[b][j][t][q] = 0.f;
+        }
+  }
+
   // acc becomes the last bank: the total minus the kept banks.
   static __device__ __forceinline__ void finish(const float (&bank)[kKept][RT][NT][4], float (&acc)[RT][NT][4]) {
 #pragma unroll
