@@ -625,8 +625,11 @@ public enum PortableKernel {
       arguments: arguments)
     if splits > 1 && !inKernel {
       let epilogue = try library.function(name + "_split")
-      let blocks = min((a.count * w.rows + 255) / 256, library.context.multiprocessorCount * 8)
-      try epilogue.launch(grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+      // One group of 4 (or 2) output rows per thread, all in one round: the
+      // sum is one memory latency, not a grid-stride loop of them.
+      let groups = a.count * w.rows / (w.rows % 4 == 0 ? 4 : 2)
+      try epilogue.launch(
+        grid: ((groups + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
   }
 

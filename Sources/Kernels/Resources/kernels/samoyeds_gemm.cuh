@@ -402,30 +402,92 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   }
 }
 
+// f32 vectors of W lanes (float2, float4) for the split sums.
+template <int W> struct VectorOf;
+template <> struct VectorOf<2> {
+  typedef float2 type;
+  static __device__ __forceinline__ void add(float (&v)[2], float2 p) {
+    v[0] += p.x;
+    v[1] += p.y;
+  }
+};
+template <> struct VectorOf<4> {
+  typedef float4 type;
+  static __device__ __forceinline__ void add(float (&v)[4], float4 p) {
+    v[0] += p.x;
+    v[1] += p.y;
+    v[2] += p.z;
+    v[3] += p.w;
+  }
+};
+
 // Split-k epilogue: sums the splits' partials in order (deterministic) and
-// applies the epilogue. One thread per (token, output row).
+// applies the epilogue. Each thread takes W adjacent output rows of one
+// token (W = 4 when m is a multiple of 4, else 2: m is a multiple of M >= 2)
+// and issues the loads of 4 splits at once, so one launch of enough CTAs
+// covers the output in about one memory latency (the host sizes the grid
+// to one group per thread).
+template <typename T, int EPILOGUE, int W>
+__device__ __forceinline__ void splitSumGroup(const GemmArgs& args, size_t group) {
+  typedef typename VectorOf<W>::type Vec;
+  const int m = args.w0.m;
+  const size_t total = (size_t)args.count * m;
+  const size_t idx = group * W;
+  const int token = int(idx / m);
+  const int row = int(idx % m);
+  const float* p = args.partial + (size_t)token * m + row;
+  const size_t stride = 2 * total;  // one split's partials
+  float v[W], up[W];
+#pragma unroll
+  for (int i = 0; i < W; ++i) v[i] = up[i] = 0.f;
+  int s = 0;
+  for (; s + 4 <= args.splits; s += 4) {
+    Vec part[4], partUp[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      part[u] = __ldcs(reinterpret_cast<const Vec*>(p + (s + u) * stride));
+      if (EPILOGUE == kSiluMul) partUp[u] = __ldcs(reinterpret_cast<const Vec*>(p + (s + u) * stride + total));
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      VectorOf<W>::add(v, part[u]);
+      if (EPILOGUE == kSiluMul) VectorOf<W>::add(up, partUp[u]);
+    }
+  }
+  for (; s < args.splits; ++s) {
+    VectorOf<W>::add(v, __ldcs(reinterpret_cast<const Vec*>(p + s * stride)));
+    if (EPILOGUE == kSiluMul) VectorOf<W>::add(up, __ldcs(reinterpret_cast<const Vec*>(p + s * stride + total)));
+  }
+  if (EPILOGUE == kStore || EPILOGUE == kSiluMul) {
+    T* out = reinterpret_cast<T*>(args.out) + idx;
+#pragma unroll
+    for (int i = 0; i < W; i += 2) {
+      if (EPILOGUE == kStore) storePair<T>(out + i, v[i], v[i + 1]);
+      else storePair<T>(out + i, siluf(v[i]) * up[i], siluf(v[i + 1]) * up[i + 1]);
+    }
+  } else {
+    const float w = args.routeWeights[token];
+    const size_t outRow = (size_t)(EPILOGUE == kScaleAdd ? args.rows[token] : args.slots[token]) * m + row;
+    float* out = reinterpret_cast<float*>(args.out) + outRow;
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      if (EPILOGUE == kScaleAdd) atomicAdd(out + i, w * v[i]);
+      else out[i] = w * v[i];
+    }
+  }
+}
+
 template <typename T, int EPILOGUE>
 __device__ __forceinline__ void splitEpilogue(const GemmArgs& args) {
   const int m = args.w0.m;
   const size_t total = (size_t)args.count * m;
-  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
-    const int token = int(idx / m);
-    const int row = int(idx % m);
-    float value = 0.f, up = 0.f;
-    for (int s = 0; s < args.splits; ++s) {
-      const float* p = args.partial + ((size_t)s * 2 * args.count + token) * m + row;
-      value += p[0];
-      if (EPILOGUE == kSiluMul) up += p[total];
-    }
-    if (EPILOGUE == kStore) {
-      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(value);
-    } else if (EPILOGUE == kSiluMul) {
-      reinterpret_cast<T*>(args.out)[idx] = fromFloat<T>(siluf(value) * up);
-    } else if (EPILOGUE == kScaleAdd) {
-      atomicAdd(reinterpret_cast<float*>(args.out) + (size_t)args.rows[token] * m + row,
-                args.routeWeights[token] * value);
+  const bool quads = m % 4 == 0;
+  const size_t groups = quads ? total / 4 : total / 2;
+  for (size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x; g < groups; g += (size_t)gridDim.x * blockDim.x) {
+    if (quads) {
+      splitSumGroup<T, EPILOGUE, 4>(args, g);
     } else {
-      reinterpret_cast<float*>(args.out)[(size_t)args.slots[token] * m + row] = args.routeWeights[token] * value;
+      splitSumGroup<T, EPILOGUE, 2>(args, g);
     }
   }
 }
