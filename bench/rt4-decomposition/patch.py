@@ -1,0 +1,44 @@
+# Adds switches (EXP_NOCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD) to a copy of
+# dual_sparse_gemm.cu for bench/rt4-decomposition/run.sh, and keeps only the
+# bf16 1:2 store entry of the rt4 tiling. Fails if the source no longer
+# has the lines it patches.
+import sys
+src, dst = sys.argv[1], sys.argv[2]
+s = open(src).read()
+def rep(old, new):
+    global s
+    assert old in s, old
+    s = s.replace(old, new, 1)
+# no copies after the prologue
+rep("const bool refills = stage + S - 1 < myStages;",
+    "#ifdef EXP_NOCOPY\n    const bool refills = false;\n#else\n    const bool refills = stage + S - 1 < myStages;\n#endif")
+# no fold in the loop
+rep("if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);",
+    "#ifndef EXP_NOFOLD\n      if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);\n#endif")
+# no mma: keep fragments alive instead
+rep("""        if (c % 2 == 0) {
+          mmaTokens<T, 0, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        } else {
+          mmaTokens<T, 1, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        }""", """#ifdef EXP_NOMMA
+        for (int j = 0; j < RT; ++j) { keepAlive(sink, a[c % 2][j].x ^ a[c % 2][j].y ^ a[c % 2][j].z ^ a[c % 2][j].w ^ e[c / 2][j]); }
+        for (int t = 0; t < NT; ++t) { keepAlive(sink, b[c % 2][t][0] ^ b[c % 2][t][1] ^ b[c % 2][t][2] ^ b[c % 2][t][3]); }
+#else
+        if (c % 2 == 0) {
+          mmaTokens<T, 0, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        } else {
+          mmaTokens<T, 1, RT, NT>(acc, a[c % 2], e[c / 2], b[c % 2]);
+        }
+#endif""")
+# no fragment loads after the first stage (mma on stale registers)
+rep("auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {",
+    "auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {\n#ifdef EXP_NOLOAD\n    if (slot != smem + 12345) return;\n#endif")
+# trim instantiations to the one entry
+out = []
+for l in s.split('\n'):
+    if l.startswith('SAMOYEDS_GEMM_EPILOGUES(') or l.startswith('SAMOYEDS_GEMM_NARROW_EPILOGUES('):
+        if l.startswith('SAMOYEDS_GEMM_NARROW_EPILOGUES(samoyeds_bf16_n1m2'):
+            out.append('SAMOYEDS_GEMM_WIDE(samoyeds_bf16_n1m2_store, samoyeds::bf16, 1, 2, 64, samoyeds::kStore)')
+        continue
+    out.append(l)
+open(dst, 'w').write('\n'.join(out))
