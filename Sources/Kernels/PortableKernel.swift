@@ -326,7 +326,11 @@ public enum PortableKernel {
     let preferred: [Tiling]
     switch a.count {
     case ...32: preferred = [.stream]
-    case ...64: preferred = small ? [.stream] : [.rt4, tall ? .bn32 : .rt1]
+    // Small weights at T = 33-64: bn32 since its split-k sum got cheap
+    // (session eight, two H200 runs, T = 64: 1408x2048 bn32 0.0125 / 0.0119
+    // ms, stream 0.0130 / 0.0127; 2048x1408 0.0101 / 0.0100 against
+    // 0.0115 / 0.0115).
+    case ...64: preferred = small ? [.bn32] : [.rt4, tall ? .bn32 : .rt1]
     case ...256: preferred = small ? [.stream] : [.rt4, tall ? .rt1 : .rt2x2]
     case ...1024: preferred = small ? [.bn32] : [.rt4]
     default: preferred = [.rt4]
