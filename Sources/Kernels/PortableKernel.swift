@@ -332,7 +332,10 @@ public enum PortableKernel {
     // 0.0115 / 0.0115).
     case ...64: preferred = small ? [.bn32] : [.rt4, tall ? .bn32 : .rt1]
     case ...256: preferred = small ? [.stream] : [.rt4, tall ? .rt1 : .rt2x2]
-    case ...1024: preferred = small ? [.bn32] : [.rt4]
+    // Small weights at T = 257-1024: rt4 since its direct epilogue (session
+    // eight, H200, T = 1024: 1408x2048 rt4 0.0303 ms, bn32 0.0350;
+    // 2048x1408 0.0235 against 0.0257).
+    case ...1024: preferred = [.rt4]
     default: preferred = [.rt4]
     }
     for candidate in preferred + [.rt2x2, .rt2, .rt1] where isAvailable(candidate, a, context: context) {

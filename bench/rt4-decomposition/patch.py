@@ -1,4 +1,5 @@
-# Adds switches (EXP_NOCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD) to a copy of
+# Adds switches (EXP_NOCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
+# EXP_SKIPEPI) to a copy of
 # dual_sparse_gemm.cu for bench/rt4-decomposition/run.sh, and keeps only the
 # bf16 1:2 store entry of the rt4 tiling. Fails if the source no longer
 # has the lines it patches.
@@ -33,6 +34,43 @@ rep("""        if (c % 2 == 0) {
 # no fragment loads after the first stage (mma on stale registers)
 rep("auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {",
     "auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {\n#ifdef EXP_NOLOAD\n    if (slot != smem + 12345) return;\n#endif")
+# no epilogue: the accumulators are summed into a never-taken store instead
+rep("""  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+                                              threadIdx.x);""", """#if defined(EXP_NOEPI) || defined(EXP_SKIPEPI)
+#ifdef EXP_SKIPEPI
+  // The epilogue's code stays (a run-time test that never holds), so the
+  // main loop compiles as in the shipped kernel.
+  if (args.vectorChunks == -7) {
+    storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+                                                threadIdx.x);
+  } else
+#endif
+  {
+    float total = 0.f;
+    for (int j = 0; j < RT; ++j)
+      for (int t = 0; t < NT; ++t)
+        for (int i = 0; i < 4; ++i) total += acc[j][t][i] + bank[0][j][t][i];
+    if (total == 1234.5f) args.counters[0] = 1u;
+  }
+#else
+  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+                                              threadIdx.x);
+#endif""")
+# the same for the direct epilogue (the store mode's, without split-k sums)
+direct = "      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);"
+rep(direct, """#if defined(EXP_SKIPEPI)
+      if (warpActive && args.vectorChunks == -7)
+        storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);
+#elif defined(EXP_NOEPI)
+      {
+        float total = 0.f;
+        for (int j = 0; j < RT; ++j)
+          for (int t = 0; t < NT; ++t)
+            for (int i = 0; i < 4; ++i) total += acc[j][t][i] + bank[0][j][t][i];
+        if (total == 1234.5f) args.counters[0] = 1u;
+      }
+#else
+""" + direct + "\n#endif")
 # trim instantiations to the one entry
 out = []
 for l in s.split('\n'):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where an rt4 stage's time goes (GPU machine, needs nvcc; not part of the
 # package). Builds the rt4 kernel (store epilogue, bf16, 1:2:128) from this
-# checkout's source six times, each with parts of its main loop switched off
+# checkout's source seven times, each with parts of it switched off
 # (patch.py), and times each on synthetic weights and tokens (harness.cu):
 #
 #   base                  the kernel as shipped
@@ -10,6 +10,11 @@
 #   NOCOPY+NOFOLD         ... and no row-selection fold
 #   NOCOPY+NOLOAD         no copies, no fragment loads (mma.sp on stale registers)
 #   NOCOPY+NOLOAD+NOFOLD  mma.sp issue alone
+#   NOEPI                 no epilogue (the tile is never stored)
+#
+# then the fixed cost per CTA: base, NOEPI and mma.sp alone at k = 128 ...
+# 8192 (1 to 64 stages per CTA; time = CTAs per SM x (fixed + stages x per-stage)),
+# then the mma.sp issue rate on register operands (mma_rate.cu, mma_barrier.cu).
 #
 #   bench/rt4-decomposition/run.sh ["M K T" ...]     (default: 14336 4096 4096, 14336 4096 1024, 4096 14336 4096)
 set -euo pipefail
@@ -20,7 +25,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$kernels"/*.cuh "$here/harness.cu" "$work/"
 python3 "$here/patch.py" "$kernels/dual_sparse_gemm.cu" "$work/dual_sparse_gemm.cu"
-variants=(base NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD)
+variants=(base NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD NOEPI)
 for v in "${variants[@]}"; do
   flags=()
   if [ "$v" != base ]; then for f in ${v//+/ }; do flags+=("-DEXP_$f"); done; fi
@@ -35,3 +40,15 @@ for s in "${shapes[@]}"; do
     "$work/h_$v" $s "$v"
   done
 done
+
+for k in 128 512 2048 4096 8192; do
+  for v in base NOEPI NOCOPY+NOLOAD+NOFOLD; do
+    "$work/h_$v" 14336 "$k" 4096 "$v"
+  done
+done
+
+# The mma.sp issue rate on register operands, by warps per scheduler.
+"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a "$here/mma_rate.cu" -o "$work/mma_rate"
+"$work/mma_rate"
+"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a "$here/mma_barrier.cu" -o "$work/mma_barrier"
+"$work/mma_barrier"

@@ -538,8 +538,16 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   // Consumes the kept addresses' xor: an impossible value, never taken.
   if (sink == 0xFFFFFFFFu && args.count < 0) args.counters[0] = sink;
   cpAsyncWait<0>();
-  __syncthreads();
   RowSelection<N, M, RT, NT>::finish(bank, acc);
+  if constexpr (EPILOGUE != kSiluMul) {
+    // Straight to global memory unless the last split sums the tile here
+    // (storeTile's counters).
+    if (args.counters == nullptr) {
+      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);
+      return;
+    }
+  }
+  __syncthreads();
   storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
                                               threadIdx.x);
 }

@@ -402,6 +402,68 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
   }
 }
 
+// The epilogue straight from the accumulators, for the 1:2 family without
+// the SiLU pairing (which needs two warps' tiles) and without the in-launch
+// split sum: no shared-memory tile, no barrier. After RowSelection::finish
+// `bank` holds output row 2r and `acc` row 2r + 1 of condensed row r, so a
+// lane stores, for each of its tokens, one pair of adjacent output rows: 8
+// lanes (g) cover 16 adjacent rows of one token, 32 (bf16) or 64 (f32) bytes.
+// Rows past the weight (a row tile past its end) and tokens past `count`
+// are skipped. `warp` lays out rows and tokens as WarpTiles<…, RT, WN>.
+template <typename T, int RT, int BN, int WN, int EPILOGUE>
+__device__ __forceinline__ void storeTileDirect(const GemmArgs& args, const float (&bank)[1][RT][BN / 8 / WN][4],
+                                                const float (&acc)[RT][BN / 8 / WN][4], int rowBlock, int tokenBase,
+                                                int split, int warp, int lane) {
+  static_assert(EPILOGUE != kSiluMul, "the SiLU mode pairs two warps' tiles (storeTile)");
+  constexpr int NT = BN / 8 / WN;
+  constexpr int kRowWarps = kWarps / WN;
+  constexpr int kWarpRows = RT * kTileRows * 2;  // output rows of a warp
+  const int m = args.w0.m;
+  const int g = lane / 4;
+  const int warpRow = (rowBlock * kRowWarps + warp % kRowWarps) * kWarpRows + 2 * g;
+  const int warpToken = tokenBase + (warp / kRowWarps) * NT * 8 + (lane % 4) * 2;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      const int token = warpToken + t * 8 + p;
+      if (token >= args.count) continue;
+      size_t base;  // element offset of row 0 of this token's output row
+      float scale = 1.f;
+      if (args.splits > 1) {
+        base = ((size_t)split * 2 * args.count + token) * m;
+      } else if (EPILOGUE == kStore) {
+        base = (size_t)token * m;
+      } else {
+        scale = args.routeWeights[token];
+        base = (size_t)(EPILOGUE == kScaleAdd ? args.rows[token] : args.slots[token]) * m;
+      }
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = warpRow + 2 * (j * kTileRows + 8 * h);
+          if (row >= m) continue;
+          const float v0 = bank[0][j][t][2 * h + p];
+          const float v1 = acc[j][t][2 * h + p];
+          if (args.splits > 1) {
+            *reinterpret_cast<float2*>(args.partial + base + row) = make_float2(v0, v1);
+          } else if (EPILOGUE == kStore) {
+            storePair<T>(reinterpret_cast<T*>(args.out) + base + row, v0, v1);
+          } else if (EPILOGUE == kScaleAdd) {
+            float* out = reinterpret_cast<float*>(args.out) + base + row;
+            atomicAdd(out, scale * v0);
+            atomicAdd(out + 1, scale * v1);
+          } else {
+            *reinterpret_cast<float2*>(reinterpret_cast<float*>(args.out) + base + row) =
+                make_float2(scale * v0, scale * v1);
+          }
+        }
+      }
+    }
+  }
+}
+
 // f32 vectors of W lanes (float2, float4) for the split sums.
 template <int W> struct VectorOf;
 template <> struct VectorOf<2> {
