@@ -9,22 +9,16 @@
 #include <algorithm>
 #include <vector>
 #include <cuda_runtime.h>
-
-template <int SEL>
-__device__ __forceinline__ void mmaSp(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[4], unsigned e) {
-  asm volatile(
-      "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e), "n"(SEL));
-}
+#include "samoyeds_common.cuh"  // mmaSparse, the kernels' mma.sp wrapper
 
 template <int RA, int RB>
 __global__ void rate(float* out, int iterations) {
-  unsigned a[RA][4], b[RB][4];
+  uint4 a[RA];
+  unsigned b[RB][4];
   float acc[RA][RB][4];
   for (int i = 0; i < RA; ++i)
-    for (int j = 0; j < 4; ++j) a[i][j] = 0x3c003c00u ^ (threadIdx.x * 977u + i * 131u + j);
+    a[i] = make_uint4(0x3c003c00u ^ (threadIdx.x * 977u + i * 131u), 0x3c003c00u ^ (threadIdx.x * 977u + i * 131u + 1),
+                     0x3c003c00u ^ (threadIdx.x * 977u + i * 131u + 2), 0x3c003c00u ^ (threadIdx.x * 977u + i * 131u + 3));
   for (int i = 0; i < RB; ++i)
     for (int j = 0; j < 4; ++j) b[i][j] = 0x3c003c00u ^ (threadIdx.x * 613u + i * 71u + j);
   for (int i = 0; i < RA; ++i)
@@ -36,8 +30,8 @@ __global__ void rate(float* out, int iterations) {
     for (int i = 0; i < RA; ++i)
 #pragma unroll
       for (int t = 0; t < RB; ++t) {
-        if (it & 1) mmaSp<1>(acc[i][t], a[i], b[t], e);
-        else mmaSp<0>(acc[i][t], a[i], b[t], e);
+        if (it & 1) samoyeds::mmaSparse<samoyeds::bf16, 1>(acc[i][t], a[i], b[t], e);
+        else samoyeds::mmaSparse<samoyeds::bf16, 0>(acc[i][t], a[i], b[t], e);
       }
   }
   float s = 0.f;

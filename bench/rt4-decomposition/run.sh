@@ -48,7 +48,7 @@ for k in 128 512 2048 4096 8192; do
 done
 
 # The mma.sp issue rate on register operands, by warps per scheduler.
-"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a "$here/mma_rate.cu" -o "$work/mma_rate"
+"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I"$kernels" "$here/mma_rate.cu" -o "$work/mma_rate"
 "$work/mma_rate"
-"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a "$here/mma_barrier.cu" -o "$work/mma_barrier"
+"$nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I"$kernels" "$here/mma_barrier.cu" -o "$work/mma_barrier"
 "$work/mma_barrier"
