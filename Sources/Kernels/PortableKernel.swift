@@ -298,7 +298,7 @@ public enum PortableKernel {
   ///
   /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
   /// |---|---|---|---|---|---|
-  /// | small (<= 4M elements) | stream | stream | stream | bn32 | rt4 |
+  /// | small (<= 4M elements) | stream | bn32, stream | stream | rt4, bn32 | rt4 |
   /// | large, m >= k | stream | rt4, bn32 | rt4, rt1 | rt4 | rt4 |
   /// | large, m < k | stream | rt4, rt1 | rt4 | rt4 | rt4 |
   ///
@@ -330,12 +330,12 @@ public enum PortableKernel {
     // (session eight, two H200 runs, T = 64: 1408x2048 bn32 0.0125 / 0.0119
     // ms, stream 0.0130 / 0.0127; 2048x1408 0.0101 / 0.0100 against
     // 0.0115 / 0.0115).
-    case ...64: preferred = small ? [.bn32] : [.rt4, tall ? .bn32 : .rt1]
+    case ...64: preferred = small ? [.bn32, .stream] : [.rt4, tall ? .bn32 : .rt1]
     case ...256: preferred = small ? [.stream] : [.rt4, tall ? .rt1 : .rt2x2]
     // Small weights at T = 257-1024: rt4 since its direct epilogue (session
     // eight, H200, T = 1024: 1408x2048 rt4 0.0303 ms, bn32 0.0350;
-    // 2048x1408 0.0235 against 0.0257).
-    case ...1024: preferred = [.rt4]
+    // 2048x1408 0.0235 against 0.0257); bn32 where rt4 is not available.
+    case ...1024: preferred = small ? [.rt4, .bn32] : [.rt4]
     default: preferred = [.rt4]
     }
     for candidate in preferred + [.rt2x2, .rt2, .rt1] where isAvailable(candidate, a, context: context) {
