@@ -60,6 +60,13 @@ struct GPUVerifier {
       }
     }
     result.append(Case(m: 256, k: 4096, pattern: "1:2:256", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .wgmma))
+    // rt4's ring (3 stages of one vector) over many laps: 32 stages, a
+    // partial row block (m = 34 + 128), splits of 11 stages.
+    for (m, count) in [(128, 77), (128, 1000), (162, 130)] {
+      result.append(Case(m: m, k: 4096, pattern: "1:2:128", count: count, dtype: .bf16, epilogue: "store", splits: 1, tiling: .rt4))
+    }
+    result.append(Case(m: 256, k: 4096, pattern: "1:2:128", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .rt4))
+    result.append(Case(m: 256, k: 4096, pattern: "1:2:128", count: 65, dtype: .bf16, epilogue: "silu", splits: 1, tiling: .rt4))
     result.append(Case(m: 256, k: 1440, pattern: "1:2:32", count: 300, dtype: .bf16, epilogue: "silu", splits: 2, tiling: .wgmma))
     // Split-k summed by each tile's last split (T <= 16), on every tiling and
     // epilogue, patterns with one and with two kept rows (the tile's atomics).

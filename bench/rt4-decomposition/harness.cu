@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   g.x = x; g.rows = rows; g.count = T; g.k = k; g.vectorChunks = 4; g.chunksPerSplit = chunks; g.splits = 1;
   g.out = out;
   using L = samoyeds::WideLayout<64>;
-  const int smem = 3 * L::bytes > 140000 ? 3 * L::bytes : 140000;
+  const int smem = samoyeds::kWideStages * L::bytes > 140000 ? samoyeds::kWideStages * L::bytes : 140000;
   CK(cudaFuncSetAttribute(samoyeds_bf16_n1m2_store_rt4, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   dim3 grid((rowTiles + 15) / 16, (T + 63) / 64, 1);
   cudaEvent_t t0, t1; cudaEventCreate(&t0); cudaEventCreate(&t1);

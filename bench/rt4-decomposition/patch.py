@@ -1,4 +1,4 @@
-# Adds switches (EXP_NOCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
+# Adds switches (EXP_NOCOPY, EXP_SAMESRC, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
 # EXP_SKIPEPI) to a copy of
 # dual_sparse_gemm.cu for bench/rt4-decomposition/run.sh, and keeps only the
 # bf16 1:2 store entry of the rt4 tiling. Fails if the source no longer
@@ -11,8 +11,14 @@ def rep(old, new):
     assert old in s, old
     s = s.replace(old, new, 1)
 # no copies after the prologue
-rep("const bool refills = stage + S - 1 < myStages;",
-    "#ifdef EXP_NOCOPY\n    const bool refills = false;\n#else\n    const bool refills = stage + S - 1 < myStages;\n#endif")
+rep("const bool refillsRing = stage + S - 1 < myStages;",
+    "#ifdef EXP_NOCOPY\n    const bool refillsRing = false;\n#else\n    const bool refillsRing = stage + S - 1 < myStages;\n#endif")
+# (bulk copies: without refills only the prologue's stages ever fill)
+rep("mbarrierWait(fullBarrier + 8 * readIndex, (stage / S) & 1);",
+    "\n#ifdef EXP_NOCOPY\n      if (stage < S - 1)\n#endif\n      mbarrierWait(fullBarrier + 8 * readIndex, (stage / S) & 1);")
+# bulk copies that always read the split's first stages (L2-resident, same bytes per stage)
+rep("bulkStage(writeSlot, stage + S - 1);",
+    "\n#ifdef EXP_SAMESRC\n        bulkStage(writeSlot, (stage + S - 1) % S);\n#else\n        bulkStage(writeSlot, stage + S - 1);\n#endif\n")
 # no fold in the loop
 rep("if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);",
     "#ifndef EXP_NOFOLD\n      if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);\n#endif")
@@ -35,13 +41,13 @@ rep("""        if (c % 2 == 0) {
 rep("auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {",
     "auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {\n#ifdef EXP_NOLOAD\n    if (slot != smem + 12345) return;\n#endif")
 # no epilogue: the accumulators are summed into a never-taken store instead
-rep("""  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+rep("""  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z,
                                               threadIdx.x);""", """#if defined(EXP_NOEPI) || defined(EXP_SKIPEPI)
 #ifdef EXP_SKIPEPI
   // The epilogue's code stays (a run-time test that never holds), so the
   // main loop compiles as in the shipped kernel.
   if (args.vectorChunks == -7) {
-    storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+    storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z,
                                                 threadIdx.x);
   } else
 #endif
@@ -53,14 +59,14 @@ rep("""  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warp
     if (total == 1234.5f) args.counters[0] = 1u;
   }
 #else
-  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z,
                                               threadIdx.x);
 #endif""")
 # the same for the direct epilogue (the store mode's, without split-k sums)
-direct = "      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);"
+direct = "      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, rowBlock, tokenBase, blockIdx.z, warp, lane);"
 rep(direct, """#if defined(EXP_SKIPEPI)
       if (warpActive && args.vectorChunks == -7)
-        storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);
+        storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, rowBlock, tokenBase, blockIdx.z, warp, lane);
 #elif defined(EXP_NOEPI)
       {
         float total = 0.f;

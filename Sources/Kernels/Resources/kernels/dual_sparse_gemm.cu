@@ -269,25 +269,60 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 // 4-chunk splits (PortableKernel).
 //
 // Shared memory per stage (kWideStages stages; the epilogue tile reuses it):
-//   A  [4 chunks][16 row tiles][32 lanes] 16 B          32 KB
+//   A  [16 row tiles][4 chunks][32 lanes] 16 B          32 KB
 //   E  [16 row tiles][2 chunk pairs][32 lanes] 4 B       4 KB
 //   B  [BN tokens][128 k + 8 pad] bf16 (272-byte rows, conflict-free ldmatrix)
+// Each row tile's A and E pieces of a stage, and each token row's 128 k,
+// are contiguous both in global memory (the packing) and in the slot.
+//
+// Two ways to fill the ring (kWideBulk):
+// * sm_80 / sm_89: every thread issues cp.async for the same 16-byte pieces
+//   of every stage; one cp.async.wait_group and one __syncthreads per stage.
+// * sm_90: one bulk copy (cp.async.bulk, the copy engine) per row tile's A
+//   piece (2 KB), per tile's E piece (256 B) and per token row (256 B): 96
+//   copies per stage instead of 3,328 cp.async of 16 B, each warp issuing
+//   12 of them after its first chunk's mma.sp. Each slot has a `full`
+//   mbarrier (each warp's expected bytes) and an `empty` one (one arrival
+//   per warp once it is done reading the slot); a warp refills its part of
+//   a slot once all 8 warps released it. There is no CTA-wide barrier in
+//   the loop. Rows past the weight and tokens past `count` copy tile 0 and
+//   X's row 0 instead of zeros; both only feed accumulators that are never
+//   stored.
 
 constexpr int kWideTokenWarps = 2;                 // warps over tokens (4 over rows)
 constexpr int kWideRowTiles = 4;                   // 16-row tiles per warp
 constexpr int kWideStageChunks = 4;                // k32 chunks per stage
-constexpr int kWideStages = 3;                     // ring depth (8 chunks ahead)
+#ifndef SAMOYEDS_RT4_STAGES  // bench/rt4-decomposition tries others
+#define SAMOYEDS_RT4_STAGES 3
+#endif
+constexpr int kWideStages = SAMOYEDS_RT4_STAGES;    // ring depth (8 chunks ahead)
+#ifndef SAMOYEDS_RT4_GROUP
+#define SAMOYEDS_RT4_GROUP 0
+#endif
+// CTAs in launch order walk the token tiles of kWideGroup row blocks at a
+// time (0: the grid's own order, row blocks first).
+constexpr int kWideGroup = SAMOYEDS_RT4_GROUP;
+#ifndef SAMOYEDS_RT4_BULK  // bench/rt4-decomposition builds both ways
+#if __CUDA_ARCH__ >= 900
+#define SAMOYEDS_RT4_BULK 1
+#else
+#define SAMOYEDS_RT4_BULK 0
+#endif
+#endif
+constexpr bool kWideBulk = SAMOYEDS_RT4_BULK;  // bulk copies (sm_90), else cp.async
 
 template <int BN>
 struct WideLayout {
   static constexpr int rowWarps = kWarps / kWideTokenWarps;
   static constexpr int tiles = rowWarps * kWideRowTiles;                   // row tiles per CTA
   static constexpr int rowBytes = (kWideStageChunks * kChunk + 8) * 2;     // 272
-  static constexpr int aChunk = tiles * 32 * 16;
+  static constexpr int aTile = kWideStageChunks * 32 * 16;              // a row tile's A piece: 2 KB
+  static constexpr int eTile = (kWideStageChunks / 2) * 32 * 4;         // its E piece: 256 B
   static constexpr int a = 0;
-  static constexpr int e = kWideStageChunks * aChunk;
-  static constexpr int b = e + tiles * (kWideStageChunks / 2) * 32 * 4;
+  static constexpr int e = tiles * aTile;
+  static constexpr int b = e + tiles * eTile;
   static constexpr int bytes = b + BN * rowBytes;
+  static constexpr int copied = tiles * (aTile + eTile) + BN * kWideStageChunks * kChunk * 2;  // bulk bytes per stage
 };
 
 // The row selections of a wide-kernel warp (1:2: a row's selection byte is
@@ -397,23 +432,32 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const WarpTiles<EPILOGUE, RT, WN> tiles(args, warp, blockIdx.x);
+  int rowBlock = blockIdx.x, tokenTile = blockIdx.y;
+  if constexpr (kWideGroup > 0) {
+    const int linear = blockIdx.x + blockIdx.y * gridDim.x;
+    const int span = kWideGroup * gridDim.y;
+    const int first = linear / span * kWideGroup;
+    const int rows = min(kWideGroup, int(gridDim.x) - first);
+    rowBlock = first + linear % span % rows;
+    tokenTile = linear % span / rows;
+  }
+  const WarpTiles<EPILOGUE, RT, WN> tiles(args, warp, rowBlock);
   const WeightArgs& w = tiles.weight;
   const bool warpActive = tiles.has();
-  const int tokenBase = blockIdx.y * BN;
+  const int tokenBase = tokenTile * BN;
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // a multiple of SC: a vector's start (V = 128)
   const int myStages = (min(chunks, firstChunk + args.chunksPerSplit) - firstChunk) / SC;
 
-  // ---- producer: every thread copies the same pieces of every stage ----
+  // ---- producer (sm_80 / sm_89): every thread copies the same pieces of every stage ----
   // A: row tile q = thread / 16 of the CTA, lanes 2 (thread % 16), +1, of
   // each of the stage's chunks (8 x 16 B). E: the tile's metadata words for
   // the stage's two pairs, piece thread % 16 (16 B). B: token row thread /
   // 4, pieces thread % 4 + 4 i (4 x 16 B). Sources advance by one stage per
   // copy round; destinations are fixed offsets in the slot.
   const int q = threadIdx.x / 16;
-  const WarpTiles<EPILOGUE, RT, WN> copied(args, q / RT, blockIdx.x);
+  const WarpTiles<EPILOGUE, RT, WN> copied(args, q / RT, rowBlock);
   const bool tileValid = copied.has(q % RT);
   const int tile = tileValid ? copied.first + q % RT : 0;
   const uint4* aSrc = copied.weight.a + ((size_t)tile * chunks + firstChunk) * 32 + (threadIdx.x % 16) * 2;
@@ -423,7 +467,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   const bool tokenValid = token < args.count;
   const uint4* bSrc = reinterpret_cast<const uint4*>(args.x + (size_t)(tokenValid ? args.rows[token] : 0) * args.k +
                                                      (size_t)firstChunk * kChunk) + threadIdx.x % 4;
-  const int aDst = L::a + (q * 32 + (threadIdx.x % 16) * 2) * 16;
+  const int aDst = L::a + q * L::aTile + (threadIdx.x % 16) * 2 * 16;
   const int eDst = L::e + threadIdx.x * 16;
   const int bDst = L::b + (threadIdx.x / 4) * L::rowBytes + (threadIdx.x % 4) * 16;
   // The addresses of one stage's copies. A cp.async reads its address
@@ -457,13 +501,75 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     cpAsync16(copies.e, copies.eFrom, tileValid);
 #pragma unroll
     for (int c = 0; c < SC; ++c) {
-      cpAsync16(copies.a + c * L::aChunk, copies.aFrom + c * 32, tileValid);
-      cpAsync16(copies.a + c * L::aChunk + 16, copies.aFrom + c * 32 + 1, tileValid);
+      cpAsync16(copies.a + c * 32 * 16, copies.aFrom + c * 32, tileValid);
+      cpAsync16(copies.a + c * 32 * 16 + 16, copies.aFrom + c * 32 + 1, tileValid);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) cpAsync16(copies.b + i * 64, copies.bFrom + 4 * i, tokenValid);
     return copies;
   };
+
+  // ---- producer (sm_90): bulk copies; the slots' full and empty mbarriers follow the ring ----
+  __shared__ __align__(8) uint64_t wideBarriers[2 * S];
+  const unsigned fullBarrier = (unsigned)__cvta_generic_to_shared(wideBarriers);
+  const unsigned emptyBarrier = fullBarrier + 8 * S;
+  // Every warp copies an eighth of each stage: `tileCopies` row tiles' A and
+  // E pieces and `rowCopies` token rows, one per lane. (Warp 0 alone was
+  // 2.6x slower: a bulk copy's operands must be warp-uniform, so ptxas
+  // issues a lane's copies one lane at a time, ~8 instructions each.)
+  // Sources at the split's first stage (each stage adds a constant).
+  constexpr int copiers = kWarps;
+  constexpr int tileCopies = L::tiles / copiers;
+  constexpr int rowCopies = BN / copiers;
+  constexpr int rowRounds = (rowCopies + 31) / 32;
+  const int copier = warp;
+  const uint4* bulkA = nullptr;
+  const uint32_t* bulkE = nullptr;
+  const uint16_t* bulkB[rowRounds];
+  if constexpr (kWideBulk) {
+    const int q = copier * tileCopies + lane % tileCopies;
+    const WarpTiles<EPILOGUE, RT, WN> mine(args, q / RT, rowBlock);
+    const int t = mine.has(q % RT) ? mine.first + q % RT : 0;
+    bulkA = mine.weight.a + ((size_t)t * chunks + firstChunk) * 32;
+    bulkE = mine.weight.e + ((size_t)t * chunkPairs + firstChunk / 2) * 32;
+#pragma unroll
+    for (int h = 0; h < rowRounds; ++h) {
+      const int token = tokenBase + copier * rowCopies + (lane + 32 * h) % rowCopies;
+      bulkB[h] = args.x + (size_t)(token < args.count ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk;
+    }
+  }
+  auto bulkStage = [&](int slot, int stage) {
+#if __CUDA_ARCH__ >= 900
+    const unsigned base = smemBase + slot * L::bytes;
+    const unsigned full = fullBarrier + 8 * slot;
+    if (lane == 0) mbarrierArriveExpectTx(full, L::copied / copiers);
+    __syncwarp();
+    if (lane < tileCopies) {
+      const int q = copier * tileCopies + lane;
+      bulkCopy(base + L::a + q * L::aTile, bulkA + stage * (SC * 32), L::aTile, full);
+      bulkCopy(base + L::e + q * L::eTile, bulkE + stage * ((SC / 2) * 32), L::eTile, full);
+    }
+#pragma unroll
+    for (int h = 0; h < rowRounds; ++h) {
+      if (lane + 32 * h < rowCopies) {
+        bulkCopy(base + L::b + (copier * rowCopies + lane + 32 * h) * L::rowBytes, bulkB[h] + stage * (SC * kChunk),
+                 SC * kChunk * 2, full);
+      }
+    }
+#endif
+  };
+  if constexpr (kWideBulk) {
+    static_assert(tileCopies <= 32 && L::tiles % copiers == 0 && BN % copiers == 0, "the copiers' lanes cover the stage");
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        mbarrierInit(fullBarrier + 8 * s, copiers);
+        mbarrierInit(emptyBarrier + 8 * s, kWarps);
+      }
+      fenceProxyAsync();  // the copy engine sees the initialized barriers
+    }
+    __syncthreads();
+  }
 
   float acc[RT][NT][4];
   float bank[1][RT][NT][4];
@@ -475,18 +581,22 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   unsigned char* const ringEnd = smem + S * L::bytes;
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
-    if (s < myStages) loadStage(s, s);
-    cpAsyncCommit();
+    if constexpr (kWideBulk) {
+      if (s < myStages) bulkStage(s, s);
+    } else {
+      if (s < myStages) loadStage(s, s);
+      cpAsyncCommit();
+    }
   }
 
   // The warp's fragments in a stage.
   const int rowWarp = warp % L::rowWarps;
-  const int aRead = L::a + (rowWarp * RT * 32 + lane) * 16;
+  const int aRead = L::a + rowWarp * RT * L::aTile + lane * 16;
   const int eRead = L::e + (rowWarp * RT * 2 * 32 + lane) * 4;
   const int bRead = L::b + ((warp / L::rowWarps) * NT * 8 + lane % 8) * L::rowBytes + (lane / 8) * 16;
   auto loadChunk = [&](const unsigned char* slot, int c, uint4 (&a)[RT], uint32_t (&b)[NT][4]) {
 #pragma unroll
-    for (int j = 0; j < RT; ++j) a[j] = *reinterpret_cast<const uint4*>(slot + aRead + c * L::aChunk + j * 32 * 16);
+    for (int j = 0; j < RT; ++j) a[j] = *reinterpret_cast<const uint4*>(slot + aRead + j * L::aTile + c * 32 * 16);
 #pragma unroll
     for (int t = 0; t < NT; ++t) ldmatrixX4(b[t], slot + bRead + t * 8 * L::rowBytes + c * kChunk * 2);
   };
@@ -500,14 +610,31 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   int writeSlot = S - 1;
   unsigned sink = 0;  // StageCopies::keep
   for (int stage = 0; stage < myStages; ++stage) {
-    cpAsyncWait<S - 2>();
-    __syncthreads();
+    const int readIndex = int(readSlot - smem) / L::bytes;
     StageCopies copies;
-    const bool refills = stage + S - 1 < myStages;
-    auto refill = [&] {
-      if (refills) copies = loadStage(writeSlot, stage + S - 1);
-      cpAsyncCommit();
+    const bool refillsRing = stage + S - 1 < myStages;
+    const bool refills = !kWideBulk && refillsRing;
+    // Bulk copies refill the slot every warp released at the end of stage - 1.
+    auto bulkRefill = [&] {
+      if (refillsRing) {
+        if (stage > 0) mbarrierWait(emptyBarrier + 8 * writeSlot, ((stage + S - 1) / S - 1) & 1);
+        bulkStage(writeSlot, stage + S - 1);
+      }
     };
+    auto refill = [&] {
+      if constexpr (kWideBulk) {
+        bulkRefill();
+      } else {
+        if (refills) copies = loadStage(writeSlot, stage + S - 1);
+        cpAsyncCommit();
+      }
+    };
+    if constexpr (kWideBulk) {
+      mbarrierWait(fullBarrier + 8 * readIndex, (stage / S) & 1);
+    } else {
+      cpAsyncWait<S - 2>();
+      __syncthreads();
+    }
     if (!warpActive) refill();
     if (warpActive) {
       uint32_t e[2][RT];
@@ -531,7 +658,11 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
       }
       if (refills) copies.keep(sink);
     }
-    writeSlot = int(readSlot - smem) / L::bytes;
+    if constexpr (kWideBulk) {
+      __syncwarp();  // every lane's reads of the slot are done
+      if (lane == 0) mbarrierArrive(emptyBarrier + 8 * readIndex);
+    }
+    writeSlot = readIndex;
     readSlot = readSlot + L::bytes == ringEnd ? smem : readSlot + L::bytes;
   }
   if (warpActive && myStages > 0) selection.fold<true>(firstVector + myStages - 1, bank, acc);
@@ -543,12 +674,12 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     // Straight to global memory unless the last split sums the tile here
     // (storeTile's counters).
     if (args.counters == nullptr) {
-      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, blockIdx.x, tokenBase, blockIdx.z, warp, lane);
+      if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, rowBlock, tokenBase, blockIdx.z, warp, lane);
       return;
     }
   }
   __syncthreads();
-  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase, blockIdx.z,
+  storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z,
                                               threadIdx.x);
 }
 

@@ -69,10 +69,6 @@ template <int N>
 __device__ __forceinline__ void wgmmaWait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// Orders this thread's generic-proxy shared-memory writes (cp.async) before
-// later async-proxy reads (wgmma operands).
-__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
 // wgmma.mma_async.sp.sync.aligned.m64nBNk32.f32.{bf16,f16}: D += A * B with
 // A the warpgroup's 64 x 32 2:4-sparse weight (four registers per thread:
 // the mma.sp m16n8k32 A fragment of the warp's 16 rows), B a K-major 32 x BN
@@ -158,38 +154,6 @@ template <> struct Wgmma<TYPE, 128> {                                           
 
 SAMOYEDS_WGMMA_SP_N128(bf16, "bf16")
 SAMOYEDS_WGMMA_SP_N128(fp16, "f16")
-
-// ---- mbarrier (PTX ISA "Parallel Synchronization and Communication
-// Instructions: mbarrier"), CTA scope ----
-__device__ __forceinline__ void mbarrierInit(uint32_t barrier, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(barrier), "r"(count) : "memory");
-}
-// Whether the phase with parity `parity` has completed (try_wait may
-// suspend the thread for a while before answering no).
-__device__ __forceinline__ bool mbarrierTryWait(uint32_t barrier, int parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n.reg .pred p;\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(barrier), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-// Waits until the phase with parity `parity` has completed. A pipeline
-// that stops making progress for ~2^34 cycles (seconds) traps, so a bug
-// surfaces as a launch error instead of a hung process.
-__device__ __forceinline__ void mbarrierWait(uint32_t barrier, int parity) {
-  if (mbarrierTryWait(barrier, parity)) return;
-  const long long start = clock64();
-  while (!mbarrierTryWait(barrier, parity)) {
-    if (clock64() - start > (1ll << 34)) __trap();
-  }
-}
-__device__ __forceinline__ void mbarrierArrive(uint32_t barrier) {
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(barrier) : "memory");
-}
 
 constexpr int kProducerThreads = 128;                    // warpgroup 0
 constexpr int kCTAThreads = kProducerThreads + kThreads;  // + two consumer warpgroups

@@ -109,6 +109,65 @@ __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// ---- mbarrier (PTX ISA "Parallel Synchronization and Communication
+// Instructions: mbarrier"), CTA scope, addresses in the shared window ----
+__device__ __forceinline__ void mbarrierInit(uint32_t barrier, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(barrier), "r"(count) : "memory");
+}
+// Whether the phase with parity `parity` has completed (try_wait may
+// suspend the thread for a while before answering no).
+__device__ __forceinline__ bool mbarrierTryWait(uint32_t barrier, int parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(barrier), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// Waits until the phase with parity `parity` has completed. A pipeline
+// that stops making progress for ~2^34 cycles (seconds) traps, so a bug
+// surfaces as a launch error instead of a hung process.
+__device__ __forceinline__ void mbarrierWait(uint32_t barrier, int parity) {
+  if (mbarrierTryWait(barrier, parity)) return;
+  const long long start = clock64();
+  while (!mbarrierTryWait(barrier, parity)) {
+    if (clock64() - start > (1ll << 34)) __trap();
+  }
+}
+__device__ __forceinline__ void mbarrierArrive(uint32_t barrier) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(barrier) : "memory");
+}
+// Orders this thread's generic-proxy shared-memory accesses (cp.async
+// writes, mbarrier.init) before later async-proxy ones (wgmma operand
+// reads, bulk copies completing on a barrier). sm_90.
+__device__ __forceinline__ void fenceProxyAsync() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+#if __CUDA_ARCH__ >= 900
+// mbarrier.arrive.expect_tx (sm_90): this thread's arrival, and `bytes` more
+// to come from bulk copies completing on the barrier in this phase.
+__device__ __forceinline__ void mbarrierArriveExpectTx(uint32_t barrier, uint32_t bytes) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(barrier),
+               "r"(bytes)
+               : "memory");
+}
+// cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes (PTX ISA
+// "cp.async.bulk", sm_90): `bytes` (a multiple of 16, both addresses 16-byte
+// aligned) global -> shared by the copy engine, completing on `barrier`.
+__device__ __forceinline__ void bulkCopy(uint32_t sharedDst, const void* globalSrc, uint32_t bytes, uint32_t barrier) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(sharedDst),
+      "l"(globalSrc), "r"(bytes), "r"(barrier)
+      : "memory");
+}
+#endif
+
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16 (PTX ISA "ldmatrix"): four 8x8
 // b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, and lane l
 // receives row l/4, columns 2(l%4), 2(l%4)+1 of each matrix in r[j].
