@@ -1,4 +1,4 @@
-# Adds switches (EXP_NOCOPY, EXP_SAMESRC, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
+# Adds switches (EXP_NOCOPY, EXP_SAMESRC, EXP_NOACOPY, EXP_NOBCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
 # EXP_SKIPEPI) to a copy of
 # dual_sparse_gemm.cu for bench/rt4-decomposition/run.sh, and keeps only the
 # bf16 1:2 store entry of the rt4 tiling. Fails if the source no longer
@@ -19,6 +19,30 @@ rep("mbarrierWait(fullBarrier + 8 * readIndex, (stage / S) & 1);",
 # bulk copies that always read the split's first stages (L2-resident, same bytes per stage)
 rep("bulkStage(writeSlot, stage + S - 1);",
     "\n#ifdef EXP_SAMESRC\n        bulkStage(writeSlot, (stage + S - 1) % S);\n#else\n        bulkStage(writeSlot, stage + S - 1);\n#endif\n")
+# (fill 1) bulk copies of the weight only (EXP_NOBCOPY) or the token rows only (EXP_NOACOPY)
+rep("  constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTile + L::eTile);  // per stage", """
+#if defined(EXP_NOACOPY)
+  constexpr int bulkBytes = BN * SC * kChunk * 2;
+#elif defined(EXP_NOBCOPY)
+  constexpr int bulkBytes = L::tiles * (L::aTile + L::eTile);
+#else
+  constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTile + L::eTile);  // per stage
+#endif
+""")
+rep("    if (lane < tileCopies) {\n      const int q = copier", """
+#ifdef EXP_NOACOPY
+    if (false) {
+#else
+    if (lane < tileCopies) {
+#endif
+      const int q = copier""")
+rep("        if (lane + 32 * h < rowCopies) {", """
+#ifdef EXP_NOBCOPY
+        if (false) {
+#else
+        if (lane + 32 * h < rowCopies) {
+#endif
+""")
 # no fold in the loop
 rep("if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);",
     "#ifndef EXP_NOFOLD\n      if (stage > 0) selection.fold<false>(firstVector + stage - 1, bank, acc);\n#endif")

@@ -12,11 +12,14 @@
 #   NOCOPY+NOLOAD+NOFOLD  mma.sp issue alone
 #   NOEPI                 no epilogue (the tile is never stored)
 #   CPASYNC               the ring filled by cp.async from every thread (the
-#                         sm_80 / sm_89 path) instead of bulk copies
+#                         sm_80 / sm_89 path) and a CTA barrier per stage
+#   BULK                  the token rows by bulk copies too (one per row)
 #   SAMESRC               bulk copies of the split's first S stages over and
 #                         over (L2-resident sources, the same bytes per stage)
 #   S4                    a ring of 4 stages instead of 3
-#   G8                    CTAs walk the token tiles of 8 row blocks at a time
+#   COPYONLY              the copies alone (NOMMA+NOLOAD+NOFOLD): what one SM
+#                         takes in per stage with nothing else running
+#   COPYMMA               copies and mma.sp only (NOLOAD+NOFOLD)
 #
 # then the fixed cost per CTA: base, NOEPI and mma.sp alone at k = 128 ...
 # 8192 (1 to 64 stages per CTA; time = CTAs per SM x (fixed + stages x per-stage)),
@@ -31,15 +34,17 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$kernels"/*.cuh "$here/harness.cu" "$work/"
 python3 "$here/patch.py" "$kernels/dual_sparse_gemm.cu" "$work/dual_sparse_gemm.cu"
-variants=(base CPASYNC SAMESRC S4 G8 S4+G8 NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD NOEPI)
+variants=(base CPASYNC BULK SAMESRC S4 COPYONLY CPASYNC+COPYONLY BULK+COPYONLY COPYMMA NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD NOEPI)
 for v in "${variants[@]}"; do
   flags=()
   if [ "$v" != base ]; then
     for f in ${v//+/ }; do
       case "$f" in
-        CPASYNC) flags+=("-DSAMOYEDS_RT4_BULK=0") ;;
+        CPASYNC) flags+=("-DSAMOYEDS_RT4_FILL=0") ;;
+        BULK) flags+=("-DSAMOYEDS_RT4_FILL=1") ;;
         S4) flags+=("-DSAMOYEDS_RT4_STAGES=4") ;;
-        G8) flags+=("-DSAMOYEDS_RT4_GROUP=8") ;;
+        COPYONLY) flags+=("-DEXP_NOMMA" "-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
+        COPYMMA) flags+=("-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
         *) flags+=("-DEXP_$f") ;;
       esac
     done
@@ -57,7 +62,7 @@ for s in "${shapes[@]}"; do
 done
 
 for k in 128 512 2048 4096 8192; do
-  for v in base CPASYNC NOEPI NOCOPY+NOLOAD+NOFOLD; do
+  for v in base CPASYNC BULK NOEPI NOCOPY+NOLOAD+NOFOLD; do
     "$work/h_$v" 14336 "$k" 4096 "$v"
   done
 done

@@ -296,20 +296,19 @@ constexpr int kWideStageChunks = 4;                // k32 chunks per stage
 #define SAMOYEDS_RT4_STAGES 3
 #endif
 constexpr int kWideStages = SAMOYEDS_RT4_STAGES;    // ring depth (8 chunks ahead)
-#ifndef SAMOYEDS_RT4_GROUP
-#define SAMOYEDS_RT4_GROUP 0
-#endif
-// CTAs in launch order walk the token tiles of kWideGroup row blocks at a
-// time (0: the grid's own order, row blocks first).
-constexpr int kWideGroup = SAMOYEDS_RT4_GROUP;
-#ifndef SAMOYEDS_RT4_BULK  // bench/rt4-decomposition builds both ways
+#ifndef SAMOYEDS_RT4_FILL  // bench/rt4-decomposition builds every way
 #if __CUDA_ARCH__ >= 900
-#define SAMOYEDS_RT4_BULK 1
+#define SAMOYEDS_RT4_FILL 2
 #else
-#define SAMOYEDS_RT4_BULK 0
+#define SAMOYEDS_RT4_FILL 0
 #endif
 #endif
-constexpr bool kWideBulk = SAMOYEDS_RT4_BULK;  // bulk copies (sm_90), else cp.async
+// How the ring is filled: 0 cp.async and a CTA barrier per stage; 1 bulk
+// copies (sm_90) and mbarriers; 2 bulk copies of the weight, cp.async of
+// the token rows, mbarriers.
+constexpr int kWideFill = SAMOYEDS_RT4_FILL;
+constexpr bool kWideBulk = kWideFill != 0;       // bulk copies, mbarriers
+constexpr bool kWideBulkRows = kWideFill == 1;   // token rows by bulk copies too
 
 template <int BN>
 struct WideLayout {
@@ -432,15 +431,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  int rowBlock = blockIdx.x, tokenTile = blockIdx.y;
-  if constexpr (kWideGroup > 0) {
-    const int linear = blockIdx.x + blockIdx.y * gridDim.x;
-    const int span = kWideGroup * gridDim.y;
-    const int first = linear / span * kWideGroup;
-    const int rows = min(kWideGroup, int(gridDim.x) - first);
-    rowBlock = first + linear % span % rows;
-    tokenTile = linear % span / rows;
-  }
+  const int rowBlock = blockIdx.x, tokenTile = blockIdx.y;
   const WarpTiles<EPILOGUE, RT, WN> tiles(args, warp, rowBlock);
   const WeightArgs& w = tiles.weight;
   const bool warpActive = tiles.has();
@@ -526,6 +517,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   const uint4* bulkA = nullptr;
   const uint32_t* bulkE = nullptr;
   const uint16_t* bulkB[rowRounds];
+  constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTile + L::eTile);  // per stage
   if constexpr (kWideBulk) {
     const int q = copier * tileCopies + lane % tileCopies;
     const WarpTiles<EPILOGUE, RT, WN> mine(args, q / RT, rowBlock);
@@ -533,7 +525,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     bulkA = mine.weight.a + ((size_t)t * chunks + firstChunk) * 32;
     bulkE = mine.weight.e + ((size_t)t * chunkPairs + firstChunk / 2) * 32;
 #pragma unroll
-    for (int h = 0; h < rowRounds; ++h) {
+    for (int h = 0; h < rowRounds && kWideBulkRows; ++h) {
       const int token = tokenBase + copier * rowCopies + (lane + 32 * h) % rowCopies;
       bulkB[h] = args.x + (size_t)(token < args.count ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk;
     }
@@ -542,19 +534,27 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 #if __CUDA_ARCH__ >= 900
     const unsigned base = smemBase + slot * L::bytes;
     const unsigned full = fullBarrier + 8 * slot;
-    if (lane == 0) mbarrierArriveExpectTx(full, L::copied / copiers);
+    if (lane == 0) mbarrierArriveExpectTx(full, bulkBytes / copiers);
     __syncwarp();
     if (lane < tileCopies) {
       const int q = copier * tileCopies + lane;
       bulkCopy(base + L::a + q * L::aTile, bulkA + stage * (SC * 32), L::aTile, full);
       bulkCopy(base + L::e + q * L::eTile, bulkE + stage * ((SC / 2) * 32), L::eTile, full);
     }
+    if constexpr (kWideBulkRows) {
 #pragma unroll
-    for (int h = 0; h < rowRounds; ++h) {
-      if (lane + 32 * h < rowCopies) {
-        bulkCopy(base + L::b + (copier * rowCopies + lane + 32 * h) * L::rowBytes, bulkB[h] + stage * (SC * kChunk),
-                 SC * kChunk * 2, full);
+      for (int h = 0; h < rowRounds; ++h) {
+        if (lane + 32 * h < rowCopies) {
+          bulkCopy(base + L::b + (copier * rowCopies + lane + 32 * h) * L::rowBytes, bulkB[h] + stage * (SC * kChunk),
+                   SC * kChunk * 2, full);
+        }
       }
+    } else {
+      // Every thread's four 16-byte pieces of its token row (zeros past
+      // `count`), then its arrival once they landed.
+#pragma unroll
+      for (int i = 0; i < 4; ++i) cpAsync16(base + bDst + i * 64, bSrc + stage * (SC * kChunk / 8) + 4 * i, tokenValid);
+      cpAsyncArriveOn(full);
     }
 #endif
   };
@@ -563,7 +563,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     if (threadIdx.x == 0) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
-        mbarrierInit(fullBarrier + 8 * s, copiers);
+        mbarrierInit(fullBarrier + 8 * s, copiers + (kWideBulkRows ? 0 : kThreads));
         mbarrierInit(emptyBarrier + 8 * s, kWarps);
       }
       fenceProxyAsync();  // the copy engine sees the initialized barriers

@@ -157,6 +157,12 @@ __device__ __forceinline__ void mbarrierArriveExpectTx(uint32_t barrier, uint32_
                "r"(bytes)
                : "memory");
 }
+// cp.async.mbarrier.arrive.noinc (PTX ISA "cp.async.mbarrier.arrive"): an
+// arrival on `barrier` once this thread's earlier cp.async have landed (the
+// barrier's count includes it).
+__device__ __forceinline__ void cpAsyncArriveOn(uint32_t barrier) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(barrier) : "memory");
+}
 // cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes (PTX ISA
 // "cp.async.bulk", sm_90): `bytes` (a multiple of 16, both addresses 16-byte
 // aligned) global -> shared by the copy engine, completing on `barrier`.
