@@ -42,7 +42,6 @@ for v in "${variants[@]}"; do
       case "$f" in
         CPASYNC) flags+=("-DSAMOYEDS_RT4_FILL=0") ;;
         BULK) flags+=("-DSAMOYEDS_RT4_FILL=1") ;;
-        S4) flags+=("-DSAMOYEDS_RT4_STAGES=4") ;;
         COPYONLY) flags+=("-DEXP_NOMMA" "-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
         COPYMMA) flags+=("-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
         *) flags+=("-DEXP_$f") ;;

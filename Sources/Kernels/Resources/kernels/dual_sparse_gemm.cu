@@ -292,10 +292,7 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 constexpr int kWideTokenWarps = 2;                 // warps over tokens (4 over rows)
 constexpr int kWideRowTiles = 4;                   // 16-row tiles per warp
 constexpr int kWideStageChunks = 4;                // k32 chunks per stage
-#ifndef SAMOYEDS_RT4_STAGES  // bench/rt4-decomposition tries others
-#define SAMOYEDS_RT4_STAGES 3
-#endif
-constexpr int kWideStages = SAMOYEDS_RT4_STAGES;    // ring depth (8 chunks ahead)
+constexpr int kWideStages = 3;                     // ring depth (8 chunks ahead)
 #ifndef SAMOYEDS_RT4_FILL  // bench/rt4-decomposition builds every way
 #if __CUDA_ARCH__ >= 900
 #define SAMOYEDS_RT4_FILL 2
