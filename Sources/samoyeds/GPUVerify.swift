@@ -22,6 +22,18 @@ struct GPUVerifier {
     var epilogue: String  // store, silu, add, slots
     var splits: Int?
     var tiling: PortableKernel.Tiling? = nil
+
+    /// The case as `verify` prints it, without the seed.
+    var name: String {
+      "gpu \(dtype) \(m)x\(k) \(pattern) T=\(count) \(epilogue)\(splits.map { " splits=\($0)" } ?? "")\(tiling.map { " \($0.rawValue)" } ?? "")"
+    }
+
+    /// Whether `verify --filter text` selects the case: `text` is part of
+    /// "MxK N:M:V epilogue tiling" (tiling "auto" when not forced) or of the
+    /// printed name.
+    func matches(_ text: String) -> Bool {
+      "\(m)x\(k) \(pattern) \(epilogue) \(tiling?.rawValue ?? "auto")".contains(text) || name.contains(text)
+    }
   }
 
   static func cases() -> [Case] {
@@ -101,8 +113,7 @@ struct GPUVerifier {
       m: c.m, k: c.k, pattern: pattern, dtype: c.dtype, rng: &rng, context: context)
     let xBuffer = try DeviceBuffer(context: context, copying: HalfBits.encode(x.storage, c.dtype))
     let rowBuffer = try DeviceBuffer(context: context, copying: rows)
-    let name =
-      "gpu \(c.dtype) \(c.m)x\(c.k) \(c.pattern) T=\(c.count) \(c.epilogue)\(c.splits.map { " splits=\($0)" } ?? "")\(c.tiling.map { " \($0.rawValue)" } ?? "") seed=\(seed)"
+    let name = "\(c.name) seed=\(seed)"
     // A forced tiling this GPU does not have (wgmma off sm_90a, a tile its
     // shared memory cannot hold) is not a case here: the kernel's own test.
     if let tiling = c.tiling,

@@ -34,7 +34,7 @@ struct Verify: ParsableCommand {
   @Option(help: "Base random seed (printed per case).")
   var seed: UInt64 = 2025
 
-  @Option(help: "Only GPU cases whose description contains this text (kernel cases: \"MxK N:M:V epilogue\"; router cases: \"gpu router NAME T=…\"; layer cases: \"gpu moe layer NAME T=…\").")
+  @Option(help: "Only GPU cases whose description contains this text (kernel cases: \"MxK N:M:V epilogue tiling\", tiling \"auto\" unless forced, or the printed name such as \"gpu bf16 256x256 1:2:128 T=77 store rt4\"; router cases: \"gpu router NAME T=…\"; layer cases: \"gpu moe layer NAME T=…\"). Exits 2 when no GPU case matches.")
   var filter: String?
 
   func run() throws {
@@ -97,7 +97,9 @@ struct Verify: ParsableCommand {
     }
     print("GPU: \(session.summary)")
     let verifier = GPUVerifier(session: session, report: report)
-    for (index, c) in GPUVerifier.cases().enumerated() where filter.map({ "\(c.m)x\(c.k) \(c.pattern) \(c.epilogue) \(c.tiling?.rawValue ?? "auto")".contains($0) }) ?? true {
+    var selected = 0  // GPU cases the filter let through
+    for (index, c) in GPUVerifier.cases().enumerated() where filter.map({ c.matches($0) }) ?? true {
+      selected += 1
       do {
         try verifier.run(c, seed: seed &+ UInt64(100_000 + index))
       } catch {
@@ -110,6 +112,7 @@ struct Verify: ParsableCommand {
       _ body: (Case, UInt64) throws -> Void
     ) {
       for (index, c) in list.enumerated() where filter.map({ describe(c).contains($0) }) ?? true {
+        selected += 1
         let caseSeed = seed &+ seedBase &+ UInt64(index)
         do {
           try body(c, caseSeed)
@@ -133,5 +136,9 @@ struct Verify: ParsableCommand {
     print("")
     print("\(cases - failures) passed, \(failures) failed (CPU engine, GPU kernels, GPU router and GPU MoE layer)")
     if failures > 0 { throw ExitCode(1) }
+    if let filter, selected == 0 {
+      print("verify: no GPU case matches --filter \"\(filter)\" (see --help for what it matches); nothing on the GPU was verified")
+      throw ExitCode(2)
+    }
   }
 }
