@@ -275,19 +275,25 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 // Each row tile's A and E pieces of a stage, and each token row's 128 k,
 // are contiguous both in global memory (the packing) and in the slot.
 //
-// Two ways to fill the ring (kWideBulk):
-// * sm_80 / sm_89: every thread issues cp.async for the same 16-byte pieces
-//   of every stage; one cp.async.wait_group and one __syncthreads per stage.
-// * sm_90: one bulk copy (cp.async.bulk, the copy engine) per row tile's A
-//   piece (2 KB), per tile's E piece (256 B) and per token row (256 B): 96
-//   copies per stage instead of 3,328 cp.async of 16 B, each warp issuing
-//   12 of them after its first chunk's mma.sp. Each slot has a `full`
-//   mbarrier (each warp's expected bytes) and an `empty` one (one arrival
-//   per warp once it is done reading the slot); a warp refills its part of
-//   a slot once all 8 warps released it. There is no CTA-wide barrier in
-//   the loop. Rows past the weight and tokens past `count` copy tile 0 and
-//   X's row 0 instead of zeros; both only feed accumulators that are never
-//   stored.
+// Filling the ring (kWideFill):
+// * 0, sm_80 / sm_89: every thread issues cp.async for the same 16-byte
+//   pieces of every stage; one cp.async.wait_group and one __syncthreads
+//   per stage.
+// * 2, sm_90: each warp copies an eighth of a stage after its first
+//   chunk's mma.sp: lanes 0-1 one bulk copy (cp.async.bulk, the copy
+//   engine) each of two row tiles' A piece (2 KB) and E piece (256 B), and
+//   every thread its token row's four 16-byte pieces by cp.async, then
+//   cp.async.mbarrier.arrive.noinc. Each slot has a `full` mbarrier (8
+//   expected-byte arrivals and 256 cp.async arrivals) and an `empty` one
+//   (one arrival per warp once it is done reading the slot); a warp refills
+//   its part of a slot once all 8 warps released it. There is no CTA-wide
+//   barrier in the loop. Row tiles past the weight copy its tile 0 instead
+//   of zeros (they only feed accumulators that are never stored).
+// * 1 (bench/rt4-decomposition only): the token rows by bulk copies too,
+//   one per row (tokens past `count` copy X's row 0). Slower than 2: a bulk
+//   copy's operands must be warp-uniform, so ptxas issues a warp's copies
+//   one lane at a time, and 64 row copies per stage cost more than their
+//   bytes (docs/KERNELS.md).
 
 constexpr int kWideTokenWarps = 2;                 // warps over tokens (4 over rows)
 constexpr int kWideRowTiles = 4;                   // 16-row tiles per warp
@@ -438,7 +444,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // a multiple of SC: a vector's start (V = 128)
   const int myStages = (min(chunks, firstChunk + args.chunksPerSplit) - firstChunk) / SC;
 
-  // ---- producer (sm_80 / sm_89): every thread copies the same pieces of every stage ----
+  // ---- producer, fill 0: every thread copies the same pieces of every stage (fill 2 uses its B pieces) ----
   // A: row tile q = thread / 16 of the CTA, lanes 2 (thread % 16), +1, of
   // each of the stage's chunks (8 x 16 B). E: the tile's metadata words for
   // the stage's two pairs, piece thread % 16 (16 B). B: token row thread /
@@ -497,7 +503,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     return copies;
   };
 
-  // ---- producer (sm_90): bulk copies; the slots' full and empty mbarriers follow the ring ----
+  // ---- producer, fills 1 and 2 (sm_90): bulk copies; the slots' full and empty mbarriers follow the ring ----
   __shared__ __align__(8) uint64_t wideBarriers[2 * S];
   const unsigned fullBarrier = (unsigned)__cvta_generic_to_shared(wideBarriers);
   const unsigned emptyBarrier = fullBarrier + 8 * S;
