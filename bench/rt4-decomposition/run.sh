@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where an rt4 stage's time goes (GPU machine, needs nvcc; not part of the
 # package). Builds the rt4 kernel (store epilogue, bf16, 1:2:128) from this
-# checkout's source seven times, each with parts of it switched off
-# (patch.py), and times each on synthetic weights and tokens (harness.cu):
+# checkout's source once per variant below (other ring fills, parts of it
+# switched off: patch.py), and times each on synthetic weights and tokens
+# (harness.cu):
 #
 #   base                  the kernel as shipped
 #   NOCOPY                no global -> shared copies after the prologue

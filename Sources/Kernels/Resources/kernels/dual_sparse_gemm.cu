@@ -434,11 +434,11 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int rowBlock = blockIdx.x, tokenTile = blockIdx.y;
+  const int rowBlock = blockIdx.x;
   const WarpTiles<EPILOGUE, RT, WN> tiles(args, warp, rowBlock);
   const WeightArgs& w = tiles.weight;
   const bool warpActive = tiles.has();
-  const int tokenBase = tokenTile * BN;
+  const int tokenBase = blockIdx.y * BN;
   const int chunks = args.k / kChunk;
   const int chunkPairs = (chunks + 1) / 2;
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // a multiple of SC: a vector's start (V = 128)
@@ -464,6 +464,11 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   const int aDst = L::a + q * L::aTile + (threadIdx.x % 16) * 2 * 16;
   const int eDst = L::e + threadIdx.x * 16;
   const int bDst = L::b + (threadIdx.x / 4) * L::rowBytes + (threadIdx.x % 4) * 16;
+  // This thread's four 16-byte pieces of its token row (zeros past `count`).
+  auto copyRowPieces = [&](unsigned dst, const uint4* from) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) cpAsync16(dst + i * 64, from + 4 * i, tokenValid);
+  };
   // The addresses of one stage's copies. A cp.async reads its address
   // registers when the memory pipeline takes it, well after issue; ncu
   // showed warps stalled on instructions that overwrote them right after
@@ -498,8 +503,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
       cpAsync16(copies.a + c * 32 * 16, copies.aFrom + c * 32, tileValid);
       cpAsync16(copies.a + c * 32 * 16 + 16, copies.aFrom + c * 32 + 1, tileValid);
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) cpAsync16(copies.b + i * 64, copies.bFrom + 4 * i, tokenValid);
+    copyRowPieces(copies.b, copies.bFrom);
     return copies;
   };
 
@@ -553,10 +557,8 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
         }
       }
     } else {
-      // Every thread's four 16-byte pieces of its token row (zeros past
-      // `count`), then its arrival once they landed.
-#pragma unroll
-      for (int i = 0; i < 4; ++i) cpAsync16(base + bDst + i * 64, bSrc + stage * (SC * kChunk / 8) + 4 * i, tokenValid);
+      // Every thread's token-row pieces, then its arrival once they landed.
+      copyRowPieces(base + bDst, bSrc + stage * (SC * kChunk / 8));
       cpAsyncArriveOn(full);
     }
 #endif
