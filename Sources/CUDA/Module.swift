@@ -35,6 +35,9 @@ public struct CUDAFunction: @unchecked Sendable {
   // CUfunction_attribute values (cuda.h).
   static let attributeNumRegisters: Int32 = 4
   static let attributeMaxDynamicSharedBytes: Int32 = 8
+  static let attributeRequiredClusterWidth: Int32 = 11
+  static let attributeRequiredClusterHeight: Int32 = 12
+  static let attributeRequiredClusterDepth: Int32 = 13
 
   /// Allows `bytes` of dynamic shared memory per block.
   public func setMaxDynamicSharedMemory(_ bytes: Int) throws(CUDAError) {
@@ -50,6 +53,21 @@ public struct CUDAFunction: @unchecked Sendable {
     let api = module.context.api
     try api.check(api.cuFuncGetAttribute(&value, Self.attributeNumRegisters, function), "cuFuncGetAttribute")
     return Int(value)
+  }
+
+  /// The cluster shape the kernel was compiled with (`__cluster_dims__`):
+  /// its launch grid must be a multiple of it. (1, 1, 1) for a kernel
+  /// without one, or where the driver cannot say (it predates clusters).
+  public func requiredClusterShape() -> (Int, Int, Int) {
+    let api = module.context.api
+    func dimension(_ attribute: Int32) -> Int {
+      var value: Int32 = 0
+      return api.cuFuncGetAttribute(&value, attribute, function) == 0 && value > 0 ? Int(value) : 1
+    }
+    return (
+      dimension(Self.attributeRequiredClusterWidth), dimension(Self.attributeRequiredClusterHeight),
+      dimension(Self.attributeRequiredClusterDepth)
+    )
   }
 
   /// Launches with the given grid, block, dynamic shared memory and

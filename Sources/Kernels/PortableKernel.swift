@@ -626,7 +626,13 @@ public enum PortableKernel {
 
     // The streaming kernel puts token tiles on x so CTAs sharing weight rows
     // are launched together.
-    let grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
+    var grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
+    if tiling == .rt4 {
+      // rt4 on sm_90 may pair adjacent token tiles in a cluster (ring fill
+      // 3); the pair's extra tile past the tokens stores nothing.
+      let cluster = kernel.requiredClusterShape()
+      grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
+    }
     try kernel.launch(
       grid: grid, block: (tiling == .wgmma ? wgmmaThreads : threads, 1, 1), sharedMemoryBytes: shared, stream: stream,
       arguments: arguments)

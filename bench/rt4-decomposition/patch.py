@@ -1,4 +1,4 @@
-# Adds switches (EXP_S4, EXP_NOCOPY, EXP_SAMESRC, EXP_NOACOPY, EXP_NOBCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
+# Adds switches (EXP_BIGA=P, EXP_HALF, EXP_LANE0, EXP_NOROWS, EXP_S4, EXP_NOCOPY, EXP_SAMESRC, EXP_NOACOPY, EXP_NOBCOPY, EXP_NOFOLD, EXP_NOMMA, EXP_NOLOAD, EXP_NOEPI,
 # EXP_SKIPEPI) to a copy of
 # dual_sparse_gemm.cu for bench/rt4-decomposition/run.sh, and keeps only the
 # bf16 1:2 store entry of the rt4 tiling. Fails if the source no longer
@@ -29,8 +29,24 @@ rep("  constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTil
   constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTile + L::eTile);  // per stage
 #endif
 """)
-rep("    if (lane < tileCopies) {\n      const int q = copier", """
-#ifdef EXP_NOACOPY
+rep("if (lane < tileCopies) {\n      const int q = copier", """
+#if defined(EXP_BIGA)
+    // (fill 2) the stage's A and metadata as EXP_BIGA bulk copies from a
+    // weight packed [row block][stage][A 32 KB | E 4 KB] (timing only: the
+    // harness's weight is not packed that way, so the products are wrong).
+#ifdef EXP_HALF
+    if (copier < EXP_BIGA / 2 && lane == 0) {
+#else
+    if (copier < EXP_BIGA && lane == 0) {
+#endif
+      constexpr int stageBytes = L::tiles * (L::aTile + L::eTile);
+      constexpr int piece = stageBytes / EXP_BIGA;
+      const char* from = reinterpret_cast<const char*>(args.w0.a) +
+                         ((size_t)rowBlock * (chunks / SC) + firstChunk / SC + stage) * stageBytes + copier * piece;
+      bulkCopy(base + L::a + copier * piece, from, piece, full);
+    }
+    if (false) {
+#elif defined(EXP_NOACOPY)
     if (false) {
 #else
     if (lane < tileCopies) {
@@ -43,6 +59,36 @@ rep("        if (lane + 32 * h < rowCopies) {", """
         if (lane + 32 * h < rowCopies) {
 #endif
 """)
+# (fills 1, 2) one arrival per warp on a slot's empty barrier (lane 0 after
+# __syncwarp), as before session ten, against one per thread
+rep("    if constexpr (kWideBulk) mbarrierArrive(emptyBarrier + 8 * readIndex);", """#ifdef EXP_LANE0
+    if constexpr (kWideBulk) {
+      __syncwarp();
+      if (lane == 0) mbarrierArrive(emptyBarrier + 8 * readIndex);
+    }
+#else
+    if constexpr (kWideBulk) mbarrierArrive(emptyBarrier + 8 * readIndex);
+#endif""")
+rep("mbarrierInit(emptyBarrier + 8 * s, kThreads + (kWideCluster ? kWarps : 0));", """
+#ifdef EXP_LANE0
+        mbarrierInit(emptyBarrier + 8 * s, kWarps);
+#else
+        mbarrierInit(emptyBarrier + 8 * s, kThreads + (kWideCluster ? kWarps : 0));
+#endif
+""")
+# (fill 2, with EXP_BIGA=8) only warps 0-3 copy the weight: half the stage's
+# A and metadata bytes from L2, what each CTA of a 2-CTA cluster would read
+# if the weight were multicast (timing only)
+rep("if (lane == 0) mbarrierArriveExpectTx(full, bulkBytes / copiers);", """
+#ifdef EXP_HALF
+    if (lane == 0) mbarrierArriveExpectTx(full, copier < 4 ? bulkBytes / copiers : 0);
+#else
+    if (lane == 0) mbarrierArriveExpectTx(full, bulkBytes / copiers);
+#endif
+""")
+# (fill 2) no token-row copies (the arrivals stay)
+rep("      copyRowPieces(base + bDst, bSrc + stage * (SC * kChunk / 8));\n      cpAsyncArriveOn(full);",
+    "#ifndef EXP_NOROWS\n      copyRowPieces(base + bDst, bSrc + stage * (SC * kChunk / 8));\n#endif\n      cpAsyncArriveOn(full);")
 # a ring of 4 stages (the host's shared memory is sized for 3; the harness asks for kWideStages)
 rep("constexpr int kWideStages = 3;", "#ifdef EXP_S4\nconstexpr int kWideStages = 4;\n#else\nconstexpr int kWideStages = 3;\n#endif\n//")
 # no fold in the loop

@@ -15,18 +15,24 @@
 #   CPASYNC               the ring filled by cp.async from every thread (the
 #                         sm_80 / sm_89 path) and a CTA barrier per stage
 #   BULK                  the token rows by bulk copies too (one per row)
+#   MCAST                 fill 3: each CTA of a pair (adjacent token tiles)
+#                         copies half of the weight into both (multicast)
 #   SAMESRC               bulk copies of the split's first S stages over and
 #                         over (L2-resident sources, the same bytes per stage)
 #   S4                    a ring of 4 stages instead of 3
 #   COPYONLY              the copies alone (NOMMA+NOLOAD+NOFOLD): what one SM
 #                         takes in per stage with nothing else running
 #   COPYMMA               copies and mma.sp only (NOLOAD+NOFOLD)
+#   BIGA<P>               the stage's A and metadata (36 KB) as P bulk copies
+#                         (1, 2, 4 or 8; from warps 0..P-1) out of a weight
+#                         packed per row block and stage (timing only)
+#   NOROWS                no token-row copies (fill 2)
 #
 # then the fixed cost per CTA: base, NOEPI and mma.sp alone at k = 128 ...
 # 8192 (1 to 64 stages per CTA; time = CTAs per SM x (fixed + stages x per-stage)),
 # then the mma.sp issue rate on register operands (mma_rate.cu, mma_barrier.cu).
 #
-#   bench/rt4-decomposition/run.sh ["M K T" ...]     (default: 14336 4096 4096, 14336 4096 1024, 4096 14336 4096)
+#   [VARIANTS="base BIGA1 ..."] [QUICK=1] bench/rt4-decomposition/run.sh ["M K T" ...]     (default: 14336 4096 4096, 14336 4096 1024, 4096 14336 4096)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 kernels="$here/../../Sources/Kernels/Resources/kernels"
@@ -35,7 +41,9 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp "$kernels"/*.cuh "$here/harness.cu" "$work/"
 python3 "$here/patch.py" "$kernels/dual_sparse_gemm.cu" "$work/dual_sparse_gemm.cu"
-variants=(base CPASYNC BULK SAMESRC S4 COPYONLY CPASYNC+COPYONLY BULK+COPYONLY COPYMMA NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD NOEPI)
+# VARIANTS (space-separated) replaces the list; QUICK=1 skips the k sweep
+# and the mma.sp rate.
+read -r -a variants <<< "${VARIANTS:-base CPASYNC BULK SAMESRC S4 COPYONLY CPASYNC+COPYONLY BULK+COPYONLY COPYMMA NOCOPY NOMMA NOCOPY+NOFOLD NOCOPY+NOLOAD NOCOPY+NOLOAD+NOFOLD NOEPI}"
 for v in "${variants[@]}"; do
   flags=()
   if [ "$v" != base ]; then
@@ -43,8 +51,10 @@ for v in "${variants[@]}"; do
       case "$f" in
         CPASYNC) flags+=("-DSAMOYEDS_RT4_FILL=0") ;;
         BULK) flags+=("-DSAMOYEDS_RT4_FILL=1") ;;
+        MCAST) flags+=("-DSAMOYEDS_RT4_FILL=3") ;;
         COPYONLY) flags+=("-DEXP_NOMMA" "-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
         COPYMMA) flags+=("-DEXP_NOLOAD" "-DEXP_NOFOLD") ;;
+        BIGA*) flags+=("-DEXP_BIGA=${f#BIGA}") ;;
         *) flags+=("-DEXP_$f") ;;
       esac
     done
@@ -61,6 +71,7 @@ for s in "${shapes[@]}"; do
   done
 done
 
+[ "${QUICK:-0}" = 1 ] && exit 0
 for k in 128 512 2048 4096 8192; do
   for v in base CPASYNC BULK NOEPI NOCOPY+NOLOAD+NOFOLD; do
     "$work/h_$v" 14336 "$k" 4096 "$v"

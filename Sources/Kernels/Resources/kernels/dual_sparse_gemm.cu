@@ -285,8 +285,8 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 //   every thread its token row's four 16-byte pieces by cp.async, then
 //   cp.async.mbarrier.arrive.noinc. Each slot has a `full` mbarrier (8
 //   expected-byte arrivals and 256 cp.async arrivals) and an `empty` one
-//   (one arrival per warp once it is done reading the slot); a warp refills
-//   its part of a slot once all 8 warps released it. There is no CTA-wide
+//   (one arrival per thread once it is done reading the slot); a warp
+//   refills its part of a slot once all 256 threads released it. There is no CTA-wide
 //   barrier in the loop. Row tiles past the weight copy its tile 0 instead
 //   of zeros (they only feed accumulators that are never stored).
 // * 1 (bench/rt4-decomposition only): the token rows by bulk copies too,
@@ -312,6 +312,13 @@ constexpr int kWideStages = 3;                     // ring depth (8 chunks ahead
 constexpr int kWideFill = SAMOYEDS_RT4_FILL;
 constexpr bool kWideBulk = kWideFill != 0;       // bulk copies, mbarriers
 constexpr bool kWideBulkRows = kWideFill == 1;   // token rows by bulk copies too
+constexpr bool kWideCluster = kWideFill == 3;    // fill 2, the weight multicast to a pair of CTAs
+constexpr int kWidePair = kWideCluster ? 2 : 1;  // CTAs (adjacent token tiles) sharing a weight copy
+#if SAMOYEDS_RT4_FILL == 3
+#define SAMOYEDS_RT4_CLUSTER __cluster_dims__(1, 2, 1)
+#else
+#define SAMOYEDS_RT4_CLUSTER
+#endif
 
 template <int BN>
 struct WideLayout {
@@ -517,7 +524,7 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   // issues a lane's copies one lane at a time, ~8 instructions each.)
   // Sources at the split's first stage (each stage adds a constant).
   constexpr int copiers = kWarps;
-  constexpr int tileCopies = L::tiles / copiers;
+  constexpr int tileCopies = L::tiles / copiers / kWidePair;  // per warp, of this CTA's share
   constexpr int rowCopies = BN / copiers;
   constexpr int rowRounds = (rowCopies + 31) / 32;
   const int copier = warp;
@@ -525,8 +532,14 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   const uint32_t* bulkE = nullptr;
   const uint16_t* bulkB[rowRounds];
   constexpr int bulkBytes = kWideBulkRows ? L::copied : L::tiles * (L::aTile + L::eTile);  // per stage
+  // (fill 3) The pair's CTA `rank` copies row tiles 8 rank .. 8 rank + 7,
+  // one per warp (A by lane 0, E by lane 1), into both CTAs.
+  unsigned rank = 0;
+#if __CUDA_ARCH__ >= 900
+  if constexpr (kWideCluster) rank = clusterRank();
+#endif
   if constexpr (kWideBulk) {
-    const int q = copier * tileCopies + lane % tileCopies;
+    const int q = kWideCluster ? int(rank) * (L::tiles / 2) + copier : copier * tileCopies + lane % tileCopies;
     const WarpTiles<EPILOGUE, RT, WN> mine(args, q / RT, rowBlock);
     const int t = mine.has(q % RT) ? mine.first + q % RT : 0;
     bulkA = mine.weight.a + ((size_t)t * chunks + firstChunk) * 32;
@@ -543,7 +556,11 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
     const unsigned full = fullBarrier + 8 * slot;
     if (lane == 0) mbarrierArriveExpectTx(full, bulkBytes / copiers);
     __syncwarp();
-    if (lane < tileCopies) {
+    if constexpr (kWideCluster) {
+      const int q = int(rank) * (L::tiles / 2) + copier;
+      if (lane == 0) bulkCopyMulticast(base + L::a + q * L::aTile, bulkA + stage * (SC * 32), L::aTile, full, 0x3);
+      if (lane == 1) bulkCopyMulticast(base + L::e + q * L::eTile, bulkE + stage * ((SC / 2) * 32), L::eTile, full, 0x3);
+    } else if (lane < tileCopies) {
       const int q = copier * tileCopies + lane;
       bulkCopy(base + L::a + q * L::aTile, bulkA + stage * (SC * 32), L::aTile, full);
       bulkCopy(base + L::e + q * L::eTile, bulkE + stage * ((SC / 2) * 32), L::eTile, full);
@@ -564,16 +581,29 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 #endif
   };
   if constexpr (kWideBulk) {
-    static_assert(tileCopies <= 32 && L::tiles % copiers == 0 && BN % copiers == 0, "the copiers' lanes cover the stage");
+    static_assert(tileCopies >= 1 && tileCopies <= 32 && L::tiles % (copiers * kWidePair) == 0 && BN % copiers == 0,
+                  "the copiers' lanes cover the stage");
     if (threadIdx.x == 0) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
         mbarrierInit(fullBarrier + 8 * s, copiers + (kWideBulkRows ? 0 : kThreads));
-        mbarrierInit(emptyBarrier + 8 * s, kWarps);
+        // this CTA's threads, and (fill 3) one arrival per warp of the peer
+        mbarrierInit(emptyBarrier + 8 * s, kThreads + (kWideCluster ? kWarps : 0));
       }
       fenceProxyAsync();  // the copy engine sees the initialized barriers
+#if __CUDA_ARCH__ >= 900
+      if constexpr (kWideCluster) fenceMbarrierInitCluster();  // ... and the peer CTA
+#endif
     }
-    __syncthreads();
+#if __CUDA_ARCH__ >= 900
+    if constexpr (kWideCluster) {
+      clusterArrive();
+      clusterWait();
+    } else
+#endif
+    {
+      __syncthreads();
+    }
   }
 
   float acc[RT][NT][4];
@@ -663,10 +693,19 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
       }
       if (refills) copies.keep(sink);
     }
-    if constexpr (kWideBulk) {
-      __syncwarp();  // every lane's reads of the slot are done
-      if (lane == 0) mbarrierArrive(emptyBarrier + 8 * readIndex);
+    // Every thread releases its own reads of the slot (an arrival releases
+    // only its thread's accesses; one lane's arrival after __syncwarp also
+    // orders the warp's, but compute-sanitizer's racecheck does not follow
+    // that chain and reports the refill as a race).
+    if constexpr (kWideBulk) mbarrierArrive(emptyBarrier + 8 * readIndex);
+#if __CUDA_ARCH__ >= 900
+    if constexpr (kWideCluster) {
+      // The peer refills this slot in both CTAs too: one arrival per warp on
+      // its barrier, after every lane's reads (__syncwarp orders them).
+      __syncwarp();
+      if (lane == 0) mbarrierArriveCluster(mapaShared(emptyBarrier + 8 * readIndex, rank ^ 1));
     }
+#endif
     writeSlot = readIndex;
     readSlot = readSlot + L::bytes == ringEnd ? smem : readSlot + L::bytes;
   }
@@ -674,18 +713,37 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   // Consumes the kept addresses' xor: an impossible value, never taken.
   if (sink == 0xFFFFFFFFu && args.count < 0) args.counters[0] = sink;
   cpAsyncWait<0>();
+  // (fill 3) Neither CTA of the pair leaves while the other may still arrive
+  // on its barriers: this CTA is done with the pair's here, and waits for
+  // the peer before it returns. (Every copy into either CTA was consumed in
+  // the loop, so the epilogue may reuse the ring.)
+#if __CUDA_ARCH__ >= 900
+  auto leavePair = [] {
+    if constexpr (kWideCluster) clusterWait();
+  };
+  if constexpr (kWideCluster) clusterArrive();
+#else
+  auto leavePair = [] {};
+#endif
+  // A tile past the tokens (the pair's second when the tiles are odd) stores nothing.
+  if (kWideCluster && tokenBase >= args.count) {
+    leavePair();
+    return;
+  }
   RowSelection<N, M, RT, NT>::finish(bank, acc);
   if constexpr (EPILOGUE != kSiluMul) {
     // Straight to global memory unless the last split sums the tile here
     // (storeTile's counters).
     if (args.counters == nullptr) {
       if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, rowBlock, tokenBase, blockIdx.z, warp, lane);
+      leavePair();
       return;
     }
   }
   __syncthreads();
   storeTile<T, N, M, RT, BN, EPILOGUE, 0, WN>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z,
                                               threadIdx.x);
+  leavePair();
 }
 
 // ---------------------------------------------------------------------------
@@ -871,7 +929,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
 // Four row tiles per warp, warps 4 x 2 over rows x tokens, 4-chunk
 // stages. `_rt4`.
 #define SAMOYEDS_GEMM_WIDE(NAME, T, N, M, BN, EPI)                                               \
-  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1)                            \
+  extern "C" __global__ void __launch_bounds__(samoyeds::kThreads, 1) SAMOYEDS_RT4_CLUSTER       \
       NAME##_rt4(const samoyeds::GemmArgs args) {                                                \
     samoyeds::wideGemm<T, N, M, BN, EPI>(args);                                                  \
   }

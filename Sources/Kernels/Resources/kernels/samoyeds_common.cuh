@@ -157,6 +157,49 @@ __device__ __forceinline__ void mbarrierArriveExpectTx(uint32_t barrier, uint32_
                "r"(bytes)
                : "memory");
 }
+// Thread block clusters (sm_90). This CTA's rank in its cluster.
+__device__ __forceinline__ unsigned clusterRank() {
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+// The shared::cluster address of `sharedAddress` (a shared::cta address of
+// this CTA) in the cluster's CTA `rank` (PTX ISA "mapa").
+__device__ __forceinline__ uint32_t mapaShared(uint32_t sharedAddress, unsigned rank) {
+  uint32_t mapped;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(mapped) : "r"(sharedAddress), "r"(rank));
+  return mapped;
+}
+// An arrival (release at cluster scope) on a barrier of another CTA of the
+// cluster, named by its shared::cluster address (`mapaShared`).
+__device__ __forceinline__ void mbarrierArriveCluster(uint32_t clusterBarrier) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(clusterBarrier) : "memory");
+}
+// Makes this thread's mbarrier.init visible to the cluster's other CTAs
+// (before the cluster barrier that lets them use it).
+__device__ __forceinline__ void fenceMbarrierInitCluster() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// The cluster-wide barrier in two halves (every thread of every CTA of the
+// cluster executes both, in this order).
+__device__ __forceinline__ void clusterArrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void clusterWait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// cp.async.bulk ... .multicast::cluster (sm_90a): one read of `bytes` from
+// global memory written at the same shared offset `sharedDst` in every CTA
+// of the cluster named in `ctaMask`, each completing on its own barrier at
+// offset `barrier`.
+__device__ __forceinline__ void bulkCopyMulticast(uint32_t sharedDst, const void* globalSrc, uint32_t bytes,
+                                                  uint32_t barrier, uint16_t ctaMask) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], %4;\n" ::
+          "r"(sharedDst),
+      "l"(globalSrc), "r"(bytes), "r"(barrier), "h"(ctaMask)
+      : "memory");
+}
 // cp.async.mbarrier.arrive.noinc (PTX ISA "cp.async.mbarrier.arrive"): an
 // arrival on `barrier` once this thread's earlier cp.async have landed (the
 // barrier's count includes it).
