@@ -296,16 +296,16 @@ public enum PortableKernel {
   /// for the shape class and token count on an H200 (`samoyeds bench kernel`
   /// times every tiling side by side; docs/bench/portable-kernel-h200.txt):
   ///
-  /// | weight | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
-  /// |---|---|---|---|---|---|
-  /// | small (<= 4M elements) | stream | bn32, stream | stream | rt4, bn32 | rt4 |
-  /// | large, m >= k | stream | rt4, bn32 | rt4, rt1 | rt4 | rt4 |
-  /// | large, m < k | stream | rt4, rt1 | rt4 | rt4 | rt4 |
+  /// | weight | T <= 16 | T <= 32 | T <= 64 | T <= 256 | T <= 1024 | larger |
+  /// |---|---|---|---|---|---|---|
+  /// | small (<= 4M elements) | stream | stream | stream | stream | rt4, bn32 | rt4 |
+  /// | large, m >= k | stream | rt4, bn32, stream | rt4, bn32 | rt4, rt1 | rt4 | rt4 |
+  /// | large, m < k | stream | rt4, bn32, stream | rt4, rt1 | rt4 | rt4 | rt4 |
   ///
   /// A tiling that is not available for the pattern (bn32 and rt2x2: 1:2
   /// only; rt4: 1:2:128 with k a multiple of 128) or does not fit the
   /// device falls back to the next in its cell, then rt2x2, rt2, rt1. On
-  /// sm_90a, `wgmma` replaces the table above 32 tokens (256 for small
+  /// sm_90a, `wgmma` replaces the table above 64 tokens (256 for small
   /// weights).
   public static func tiling(_ a: Arguments, context: CUDAContext) -> Tiling {
     if let forced = a.tiling { return forced }
@@ -317,20 +317,26 @@ public enum PortableKernel {
       return tuned
     }
     let small = a.weight.rows * a.weight.columns <= 4 << 20
-    // Hopper: the wgmma kernel from 33 tokens for large weights, from 257 for
-    // small ones (H200, docs/bench/hopper-kernel-h200.txt: 14336x4096 at
-    // T = 64 wgmma 0.030 ms, bn32 0.040; at T = 16 stream 0.020, wgmma 0.026;
-    // 1408x2048 at T = 256 stream 0.0175, wgmma 0.020).
-    if a.count > (small ? 256 : 32) && isAvailable(.wgmma, a, context: context) { return .wgmma }
+    // Hopper: the wgmma kernel from 65 tokens for large weights, from 257 for
+    // small ones. Session eleven, H200, medians of 3 interleaved runs of
+    // `bench kernel` (devrun r16; docs/KERNELS.md, "Choosing the portable
+    // tiling at small T"): at T = 33-64 rt4 ties or beats wgmma (14336x4096
+    // T = 48 / 64: 23.8 / 25.8 us against 26.0 / 26.6; 4096x14336 23.3 /
+    // 25.5 against 24.6 / 25.0); at T = 128 wgmma is ahead (28.9 against
+    // 36.2). 1408x2048 at T = 256: stream 0.0175 ms, wgmma 0.020.
+    if a.count > (small ? 256 : 64) && isAvailable(.wgmma, a, context: context) { return .wgmma }
     let tall = a.weight.rows >= a.weight.columns
     let preferred: [Tiling]
     switch a.count {
-    case ...32: preferred = [.stream]
-    // Small weights at T = 33-64: bn32 since its split-k sum got cheap
-    // (session eight, two H200 runs, T = 64: 1408x2048 bn32 0.0125 / 0.0119
-    // ms, stream 0.0130 / 0.0127; 2048x1408 0.0101 / 0.0100 against
-    // 0.0115 / 0.0115).
-    case ...64: preferred = small ? [.bn32, .stream] : [.rt4, tall ? .bn32 : .rt1]
+    // Large weights: stream to T = 16, rt4 from 17 (same runs: 14336x4096
+    // T = 16 stream 19.7 us, rt4 29.4; T = 24 / 32 rt4 21.8 / 22.5 us,
+    // stream 29.4 / 30.2, bn32 26.6 / 27.4; 4096x14336 T = 24 / 32 rt4
+    // 20.9 / 21.5, stream 27.0 / 27.3). Small weights: stream to T = 256
+    // (with its splits, below: 1408x2048 and 2048x1408 at T = 16-64 took
+    // 8.6-10.1 us at 4 splits, where bn32 took 9.9-12.7).
+    case ...16: preferred = [.stream]
+    case ...32: preferred = small ? [.stream] : [.rt4, .bn32, .stream]
+    case ...64: preferred = small ? [.stream] : [.rt4, tall ? .bn32 : .rt1]
     case ...256: preferred = small ? [.stream] : [.rt4, tall ? .rt1 : .rt2x2]
     // Small weights at T = 257-1024: rt4 since its direct epilogue (session
     // eight, H200, T = 1024: 1408x2048 rt4 0.0303 ms, bn32 0.0350;
@@ -447,13 +453,16 @@ public enum PortableKernel {
   /// streams when `splitPlan` chooses the split. Measured on an H200
   /// (`bench kernel --splits`, 1408×2048 and 2048×1408, T = 1): 32 and 22
   /// splits took 11.2 and 10.1 µs, 4 splits 8.2 and 7.7 µs (the Mixtral
-  /// shapes stream 128-148 KB per CTA and keep their splits).
+  /// shapes stream 128-148 KB per CTA and keep their splits). Session
+  /// eleven (medians of 3 runs, T = 16-64): 2048×1408 took 8.6-9.8 µs at 4
+  /// splits (51 KB per CTA) and 10.2-11.5 at 3 (the 64 KB minimum then),
+  /// hence 48 KB.
   /// `SAMOYEDS_STREAM_SPLIT_BYTES` overrides it (0: no limit).
   static let streamMinimumSplitBytes: Int = {
     if let text = ProcessInfo.processInfo.environment["SAMOYEDS_STREAM_SPLIT_BYTES"], let value = Int(text), value >= 0 {
       return value
     }
-    return 64 << 10
+    return 48 << 10
   }()
 
   /// `plan` on plain numbers.
@@ -474,9 +483,13 @@ public enum PortableKernel {
       // `streamMinimumSplitBytes` of weight per row block and split: a
       // small weight is latency-bound, and each split adds a staging, a
       // pipeline fill and its partials' sum.
+      // The partials stay in L2 at these sizes, so they may reach the
+      // weight's bytes (or 4 MB): 1408x2048 at T = 48 / 64 took 9.7 / 9.8 us
+      // at 4 splits (partials 0.7-0.9x the weight) and 13.2 / 12.3 at the
+      // one or two the earlier quarter-of-the-weight budget allowed.
       splits = max(1, 2 * multiprocessors / ctas)
       splits = min(
-        splits, max(1, p.weightBytes / max(4 * partialBytesPerSplit, 1)), max(1, chunks / 2),
+        splits, max(1, max(p.weightBytes, 4 << 20) / max(partialBytesPerSplit, 1)), max(1, chunks / 2),
         max(1, p.weightBytes / max(rowBlocks * streamMinimumSplitBytes, 1)))
     } else if p.splits == nil && (tiling == .wgmma || tiling == .rt4) && ctas < multiprocessors {
       // One CTA per SM: split to fill one wave, not more. For rt4 (H200,
@@ -544,17 +557,21 @@ public enum PortableKernel {
     if let text = ProcessInfo.processInfo.environment["SAMOYEDS_SPLIT_IN_KERNEL_TOKENS"], let value = Int(text), value >= 0 {
       return value
     }
-    return 16
+    return 64
   }()
 
   /// Whether a split-k launch sums its own partials. The last split of a
-  /// tile sums them alone, about (count / 2) x splits dependent loads per
-  /// thread; the `_split` launch it saves costs about 2-3 us. Measured on an
-  /// H200 (docs/KERNELS.md, "Split-k"): up to 25% faster at T = 1 and 16
-  /// with up to 32 loads per thread; 11% slower at T = 16 with 16 splits
-  /// (128 loads); slower at T = 64 whatever the splits.
-  static func sumsSplitsInKernel(count: Int, splits: Int, tiles: Int) -> Bool {
-    splits > 1 && count <= splitInKernelTokens && (count + 1) / 2 * splits <= 32 && tiles <= splitCounterCapacity
+  /// tile sums them alone, about ceil(tokens of the tile / 2) x splits
+  /// dependent loads per thread; the `_split` launch it saves costs about
+  /// 2-3 us. Measured on an H200 (docs/KERNELS.md, "Split-k"): up to 25%
+  /// faster at T = 1 and 16 with up to 32 loads per thread; 11% slower at
+  /// T = 16 with 16 splits (128 loads); slower at T = 64 on tiles of 32 or
+  /// more tokens. A streaming tile holds 16 tokens whatever T, so its sum
+  /// stays as short at T = 17-64 (session eleven: docs/KERNELS.md).
+  static func sumsSplitsInKernel(count: Int, splits: Int, tiles: Int, tiling: Tiling) -> Bool {
+    let tileTokens = tiling == .stream ? min(count, streamTokenTile) : min(count, 16)
+    let limit = tiling == .stream ? splitInKernelTokens : min(splitInKernelTokens, 16)
+    return splits > 1 && count <= limit && (tileTokens + 1) / 2 * splits <= 40 && tiles <= splitCounterCapacity
   }
 
   /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
@@ -617,7 +634,7 @@ public enum PortableKernel {
     let rowTiles = (w.condensedRows + 15) / 16
     let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
     let tokenTiles = (a.count + bn - 1) / bn
-    let inKernel = sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles)
+    let inKernel = sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles, tiling: tiling)
     let base = workspace?.address ?? 0
     bytes.pointer(splits > 1 ? base + CUdeviceptr(splitCounterBytes) : 0)
     bytes.pointer(inKernel ? base : 0)

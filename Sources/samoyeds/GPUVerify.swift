@@ -90,11 +90,16 @@ struct GPUVerifier {
         result.append(Case(m: 256, k: 1024, pattern: "2:4:32", count: 7, dtype: .fp16, epilogue: "slots", splits: 3, tiling: tiling))
       }
     }
-    // Split-k summed by the `_split` launch (T > 16): rows in fours (m = 256)
-    // and in pairs (m = 34, not a multiple of 4), every epilogue.
+    // Split-k of the built-in tiling at T = 40 (streaming tiles of 16
+    // tokens on these small weights: summed by each tile's last split over
+    // three token tiles) and T = 100 (summed by the `_split` launch): rows
+    // in fours (m = 256) and in pairs (m = 34, not a multiple of 4), every
+    // epilogue.
     for (m, k) in [(256, 1024), (34, 256)] {
-      for epilogue in ["store", "silu", "add", "slots"] {
-        result.append(Case(m: m, k: k, pattern: "1:2:128", count: 40, dtype: .bf16, epilogue: epilogue, splits: 2))
+      for count in [40, 100] {
+        for epilogue in ["store", "silu", "add", "slots"] {
+          result.append(Case(m: m, k: k, pattern: "1:2:128", count: count, dtype: .bf16, epilogue: epilogue, splits: 2))
+        }
       }
     }
     return result

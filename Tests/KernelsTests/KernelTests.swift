@@ -289,9 +289,31 @@ extension SplitPlanning {
     // 1408x2048: 44 row tiles = 6 row blocks of 8 warps, 1.63 MB packed.
     let small = splits(1408, 2048, weightBytes: 1_630_000)
     #expect(minimum == 0 || 1_630_000 / (6 * small) >= minimum)
-    if minimum == 64 << 10 { #expect(small == 4) }
+    if minimum == 48 << 10 {
+      #expect(small == 5)
+      // 2048x1408: 8 row blocks: 4 splits of 51 KB each (measured best at T = 16-64).
+      #expect(splits(2048, 1408, weightBytes: 1_633_280) == 4)
+    }
     // 14336x4096: 56 row blocks, 33 MB packed: 2 CTAs per SM over 56 row blocks = 4 splits.
     #expect(splits(14336, 4096, weightBytes: 33_200_000) == 4)
+  }
+
+  /// The partials of a small weight's splits stay in L2, so the streaming
+  /// split may write up to the weight's bytes (or 4 MB) of them: at T = 64
+  /// the small shapes keep the splits they have at T = 1.
+  @Test func streamingSplitsAtSixtyFourTokens() {
+    for (m, k) in [(1408, 2048), (2048, 1408)] {
+      let pattern = SparsePattern.default
+      let bytes = PackedSparseWeight.deviceBytes(rows: m, columns: k, pattern: pattern)
+      func splits(_ count: Int) -> Int {
+        let problem = PortableKernel.SplitProblem(
+          pattern: pattern, rows: m, columns: k, condensedRows: m / 2, weightBytes: bytes, count: count,
+          twoWeights: false, splits: nil)
+        return PortableKernel.splitPlan(problem, multiprocessors: 132, tiling: .stream).splits
+      }
+      #expect(splits(64) == splits(1), "\(m)x\(k)")
+      #expect(splits(64) >= 4, "\(m)x\(k)")
+    }
   }
 
   /// rt4 runs one CTA per SM, so the planner splits k to fill one wave,
@@ -372,14 +394,26 @@ extension SplitPlanning {
 /// and which leave them to the `_split` launch: the points measured on an
 /// H200 (docs/KERNELS.md, "Split-k").
 @Suite struct SplitSumPlacement {
-  @Test func measuredPointsFallOnTheirSide() {
+  @Test(arguments: PortableKernel.Tiling.allCases)
+  func measuredPointsFallOnTheirSide(tiling: PortableKernel.Tiling) {
     // Faster in the launch: T = 1 at 4..32 splits, T = 16 at 3..4 splits.
     for (count, splits) in [(1, 4), (1, 32), (16, 4), (16, 3), (5, 4)] {
-      #expect(PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: 56), "T=\(count) splits=\(splits)")
+      #expect(
+        PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: 56, tiling: tiling),
+        "\(tiling) T=\(count) splits=\(splits)")
     }
-    // Slower: T = 16 at 16 splits, T = 64 at any; no split; too many tiles for the counters.
-    for (count, splits, tiles) in [(16, 16, 16), (64, 2, 56), (17, 2, 56), (1, 1, 56), (1, 4, 40000)] {
-      #expect(!PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: tiles), "T=\(count) splits=\(splits)")
+    // Slower: T = 16 at 16 splits; no split; too many tiles for the counters.
+    for (count, splits, tiles) in [(16, 16, 16), (1, 1, 56), (1, 4, 40000), (100, 4, 56)] {
+      #expect(
+        !PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: tiles, tiling: tiling),
+        "\(tiling) T=\(count) splits=\(splits)")
+    }
+    // T = 17-64: a streaming tile still holds 16 tokens, so its sum is as
+    // short as at T = 16; the other tilings' tiles grow with T (slower at 64).
+    for (count, splits) in [(17, 2), (40, 4), (64, 5)] {
+      #expect(
+        PortableKernel.sumsSplitsInKernel(count: count, splits: splits, tiles: 56, tiling: tiling) == (tiling == .stream),
+        "\(tiling) T=\(count) splits=\(splits)")
     }
   }
 }

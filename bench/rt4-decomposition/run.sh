@@ -27,6 +27,9 @@
 #                         (1, 2, 4 or 8; from warps 0..P-1) out of a weight
 #                         packed per row block and stage (timing only)
 #   NOROWS                no token-row copies (fill 2)
+#   HALF                  only warps 0-3 copy (half the weight's bytes; timing only)
+#   LANE0                 each warp's lane 0 releases a slot after __syncwarp
+#                         (the release before session ten; racecheck reports it)
 #
 # then the fixed cost per CTA: base, NOEPI and mma.sp alone at k = 128 ...
 # 8192 (1 to 64 stages per CTA; time = CTAs per SM x (fixed + stages x per-stage)),

@@ -294,6 +294,13 @@ __device__ __forceinline__ void dualSparseGemm(const GemmArgs& args) {
 //   copy's operands must be warp-uniform, so ptxas issues a warp's copies
 //   one lane at a time, and 64 row copies per stage cost more than their
 //   bytes (docs/KERNELS.md).
+// * 3 (bench/rt4-decomposition's MCAST, or this define changed in a copy
+//   of the kernels named by SAMOYEDS_KERNEL_DIR): fill 2 with the weight
+//   multicast over a cluster of two CTAs (adjacent token tiles, same row
+//   block). Each copies 8 of the 16 row tiles' pieces into both slots
+//   (cp.async.bulk .multicast::cluster); `empty` also counts one arrival
+//   per warp of the peer (mbarrier.arrive.release.cluster on the peer's
+//   barrier). 1.14-1.43x slower than fill 2 on the H200 (docs/KERNELS.md).
 
 constexpr int kWideTokenWarps = 2;                 // warps over tokens (4 over rows)
 constexpr int kWideRowTiles = 4;                   // 16-row tiles per warp
@@ -308,11 +315,11 @@ constexpr int kWideStages = 3;                     // ring depth (8 chunks ahead
 #endif
 // How the ring is filled: 0 cp.async and a CTA barrier per stage; 1 bulk
 // copies (sm_90) and mbarriers; 2 bulk copies of the weight, cp.async of
-// the token rows, mbarriers.
+// the token rows, mbarriers; 3 fill 2 with the weight multicast to a pair.
 constexpr int kWideFill = SAMOYEDS_RT4_FILL;
 constexpr bool kWideBulk = kWideFill != 0;       // bulk copies, mbarriers
 constexpr bool kWideBulkRows = kWideFill == 1;   // token rows by bulk copies too
-constexpr bool kWideCluster = kWideFill == 3;    // fill 2, the weight multicast to a pair of CTAs
+constexpr bool kWideCluster = kWideFill == 3;    // fill 3: fill 2, the weight multicast to a pair of CTAs
 constexpr int kWidePair = kWideCluster ? 2 : 1;  // CTAs (adjacent token tiles) sharing a weight copy
 #if SAMOYEDS_RT4_FILL == 3
 #define SAMOYEDS_RT4_CLUSTER __cluster_dims__(1, 2, 1)
