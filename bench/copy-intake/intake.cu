@@ -126,20 +126,21 @@ __global__ void __launch_bounds__(256, 1) intake(Params p, const __grid_constant
   const unsigned long long start = clock64();
   const int pieceBytes = p.tensor ? kTensorBox : p.stage / p.pieces;
   const int pieces = p.tensor ? p.stage / kTensorBox : p.pieces;
-  const size_t wrap = p.sourceBytes / slotBytes;  // stages that fit the source
-  for (int s = 0; s < p.stages; ++s) {
-    const int slot = s % p.ring;
-    const int lap = s / p.ring;
+  // The stage's source index, advanced by one per stage and wrapped by a
+  // compare (a 64-bit `%` per stage costs the producer hundreds of cycles).
+  const unsigned wrap = (unsigned)(p.sourceBytes / slotBytes);  // stages that fit the source
+  unsigned index = (unsigned)(((size_t)group * p.stages) % wrap);
+  int slot = 0, lap = 0;
+  for (int s = 0; s < p.stages; ++s, index = index + 1 == wrap ? 0 : index + 1) {
     const uint32_t fullBar = fullBase + 8 * slot, emptyBar = emptyBase + 8 * slot;
-    const size_t index = ((size_t)group * p.stages + s) % wrap;
-    const uint8_t* src = p.src + index * slotBytes;
+    const uint8_t* src = p.src + (size_t)index * slotBytes;
     if (threadIdx.x == 0) {
       if (lap > 0) waitPhase(emptyBar, (lap - 1) & 1);
       mbarrierArriveExpectTx(fullBar, p.stage);
       for (int i = rank; p.stage > 0 && i < pieces; i += CLUSTER) {
         const uint32_t dst = base + slot * slotBytes + i * pieceBytes;
         if (p.tensor) {
-          const int row = (int)((index * slotBytes + (size_t)i * pieceBytes) / 128);
+          const int row = (int)(((size_t)index * slotBytes + (size_t)i * pieceBytes) / 128);
           if (CLUSTER > 1) tensorCopyMulticast(dst, &map, 0, row, fullBar, (1 << CLUSTER) - 1);
           else tensorCopy(dst, &map, 0, row, fullBar);
         } else if (CLUSTER > 1) {
@@ -166,6 +167,10 @@ __global__ void __launch_bounds__(256, 1) intake(Params p, const __grid_constant
       } else {
         mbarrierArrive(emptyBar);
       }
+    }
+    if (++slot == p.ring) {
+      slot = 0;
+      ++lap;
     }
   }
   if (threadIdx.x == 32) p.cycles[blockIdx.x] = clock64() - start;
