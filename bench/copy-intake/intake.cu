@@ -250,51 +250,27 @@ int main() {
         Params p{src, sourceMB << 20, 64, m.stage, m.pieces, m.ring, m.rows, m.tensor, cycles};
         const int smemBytes = m.ring * (m.stage + m.rows);
         if (smemBytes > 227 * 1024) continue;
-        auto launch = [&]() {
-          cudaLaunchConfig_t config = {};
-          cudaLaunchAttribute attribute[1];
-          config.gridDim = dim3(ctas);
-          config.blockDim = dim3(256);
-          config.dynamicSmemBytes = smemBytes;
-          attribute[0].id = cudaLaunchAttributeClusterDimension;
-          attribute[0].val.clusterDim.x = m.cluster;
-          attribute[0].val.clusterDim.y = 1;
-          attribute[0].val.clusterDim.z = 1;
-          config.attrs = attribute;
-          config.numAttrs = 1;
-          switch (m.cluster) {
-            case 1:
-              CHECK(cudaFuncSetAttribute(intake<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes));
-              CHECK(cudaLaunchKernelEx(&config, intake<1>, p, map));
-              break;
-            case 2:
-              CHECK(cudaFuncSetAttribute(intake<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes));
-              CHECK(cudaLaunchKernelEx(&config, intake<2>, p, map));
-              break;
-            default:
-              CHECK(cudaFuncSetAttribute(intake<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes));
-              CHECK(cudaLaunchKernelEx(&config, intake<4>, p, map));
-          }
-        };
-        {  // one wave: no more clusters than fit at once
-          cudaLaunchConfig_t config = {};
-          cudaLaunchAttribute attribute[1];
-          config.gridDim = dim3(ctas);
-          config.blockDim = dim3(256);
-          config.dynamicSmemBytes = smemBytes;
-          attribute[0].id = cudaLaunchAttributeClusterDimension;
-          attribute[0].val.clusterDim.x = m.cluster;
-          attribute[0].val.clusterDim.y = 1;
-          attribute[0].val.clusterDim.z = 1;
-          config.attrs = attribute;
-          config.numAttrs = 1;
-          int clusters = 0;
-          const void* f = m.cluster == 1 ? (const void*)intake<1> : m.cluster == 2 ? (const void*)intake<2> : (const void*)intake<4>;
-          CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes));
-          if (m.cluster > 1) CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-          CHECK(cudaOccupancyMaxActiveClusters(&clusters, f, &config));
-          if (clusters * m.cluster < ctas) ctas = clusters * m.cluster;
-        }
+        // One launch configuration (cluster shape, shared memory) for the
+        // occupancy query and every launch of this mode.
+        void (*kernel)(Params, TensorMap) = m.cluster == 1 ? intake<1> : m.cluster == 2 ? intake<2> : intake<4>;
+        CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes));
+        if (m.cluster > 1) CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        cudaLaunchAttribute attribute[1];
+        attribute[0].id = cudaLaunchAttributeClusterDimension;
+        attribute[0].val.clusterDim.x = m.cluster;
+        attribute[0].val.clusterDim.y = 1;
+        attribute[0].val.clusterDim.z = 1;
+        cudaLaunchConfig_t config = {};
+        config.gridDim = dim3(ctas);
+        config.blockDim = dim3(256);
+        config.dynamicSmemBytes = smemBytes;
+        config.attrs = attribute;
+        config.numAttrs = 1;
+        int clusters = 0;  // one wave: no more clusters than fit at once
+        CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+        if (clusters * m.cluster < ctas) ctas = clusters * m.cluster;
+        config.gridDim = dim3(ctas);
+        auto launch = [&]() { CHECK(cudaLaunchKernelEx(&config, kernel, p, map)); };
         for (int w = 0; w < 3; ++w) launch();
         CHECK(cudaDeviceSynchronize());
         std::vector<float> times;
