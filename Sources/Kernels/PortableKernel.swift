@@ -569,9 +569,10 @@ public enum PortableKernel {
   /// more tokens. A streaming tile holds 16 tokens whatever T, so its sum
   /// stays as short at T = 17-64 (session eleven: docs/KERNELS.md).
   static func sumsSplitsInKernel(count: Int, splits: Int, tiles: Int, tiling: Tiling) -> Bool {
-    let tileTokens = tiling == .stream ? min(count, streamTokenTile) : min(count, 16)
-    let limit = tiling == .stream ? splitInKernelTokens : min(splitInKernelTokens, 16)
-    return splits > 1 && count <= limit && (tileTokens + 1) / 2 * splits <= 40 && tiles <= splitCounterCapacity
+    // The other tilings stop at T = 16, so a tile holds min(T, 16) tokens either way.
+    let limit = tiling == .stream ? splitInKernelTokens : min(splitInKernelTokens, streamTokenTile)
+    return splits > 1 && count <= limit && (min(count, streamTokenTile) + 1) / 2 * splits <= 40
+      && tiles <= splitCounterCapacity
   }
 
   /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
