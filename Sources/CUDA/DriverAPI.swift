@@ -45,6 +45,13 @@ final class DriverAPI: @unchecked Sendable {
       CUfunction?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, CUstream?,
       UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
     ) -> Status
+  /// cuLaunchKernelEx (CUDA 11.8 drivers on): launch attributes such as a
+  /// cluster shape chosen at launch time; nil where the driver lacks it.
+  let cuLaunchKernelEx:
+    (@convention(c) (
+      UnsafeRawPointer?, CUfunction?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+      UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+    ) -> Status)?
   let cuStreamCreate: @convention(c) (UnsafeMutablePointer<CUstream?>, UInt32) -> Status
   let cuStreamDestroy: @convention(c) (CUstream?) -> Status
   let cuStreamSynchronize: @convention(c) (CUstream?) -> Status
@@ -103,6 +110,7 @@ final class DriverAPI: @unchecked Sendable {
     cuFuncSetAttribute = try load("cuFuncSetAttribute")
     cuFuncGetAttribute = try load("cuFuncGetAttribute")
     cuLaunchKernel = try load("cuLaunchKernel")
+    cuLaunchKernelEx = try? library.symbol("cuLaunchKernelEx")
     cuStreamCreate = try load("cuStreamCreate")
     cuStreamDestroy = try load("cuStreamDestroy_v2", "cuStreamDestroy")
     cuStreamSynchronize = try load("cuStreamSynchronize")

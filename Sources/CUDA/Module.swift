@@ -38,6 +38,7 @@ public struct CUDAFunction: @unchecked Sendable {
   static let attributeRequiredClusterWidth: Int32 = 11
   static let attributeRequiredClusterHeight: Int32 = 12
   static let attributeRequiredClusterDepth: Int32 = 13
+  static let attributeNonPortableClusterSizeAllowed: Int32 = 14
 
   /// Allows `bytes` of dynamic shared memory per block.
   public func setMaxDynamicSharedMemory(_ bytes: Int) throws(CUDAError) {
@@ -68,6 +69,63 @@ public struct CUDAFunction: @unchecked Sendable {
       dimension(Self.attributeRequiredClusterWidth), dimension(Self.attributeRequiredClusterHeight),
       dimension(Self.attributeRequiredClusterDepth)
     )
+  }
+
+  /// Whether `launch(…, cluster:)` can run this kernel in clusters whose
+  /// shape is chosen at launch time: compute capability 9.0 or newer, a
+  /// driver with cuLaunchKernelEx, and no cluster shape compiled in.
+  public var launchesClusters: Bool {
+    module.context.api.cuLaunchKernelEx != nil && module.context.computeCapability.major >= 9
+      && requiredClusterShape() == (1, 1, 1)
+  }
+
+  /// Allows clusters larger than the portable 8 CTAs (16 on Hopper).
+  public func allowNonPortableClusterSize() throws(CUDAError) {
+    let api = module.context.api
+    try api.check(
+      api.cuFuncSetAttribute(function, Self.attributeNonPortableClusterSizeAllowed, 1),
+      "cuFuncSetAttribute(NON_PORTABLE_CLUSTER_SIZE_ALLOWED) for \(name)")
+  }
+
+  /// Launches in clusters of `cluster` CTAs (each grid dimension a multiple
+  /// of the cluster's), through cuLaunchKernelEx. Needs `launchesClusters`.
+  public func launch(
+    grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, cluster: (Int, Int, Int),
+    stream: CUDAStream, arguments: KernelArguments
+  ) throws(CUDAError) {
+    guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
+    let api = module.context.api
+    guard let launchEx = api.cuLaunchKernelEx, launchesClusters else {
+      throw .unavailable("\(name): no cluster launch here (needs compute capability 9.0 and cuLaunchKernelEx)")
+    }
+    guard cluster.0 > 0, cluster.1 > 0, cluster.2 > 0, grid.0 % cluster.0 == 0, grid.1 % cluster.1 == 0,
+      grid.2 % cluster.2 == 0
+    else {
+      throw .invalidArgument("\(name): grid \(grid) is not a whole number of clusters \(cluster)")
+    }
+    // CUlaunchAttribute (cuda.h): id, 4 bytes of padding, a 64-byte value
+    // (clusterDim: x, y, z). CUlaunchConfig: grid x/y/z, block x/y/z, shared
+    // bytes (u32 each), padding, stream, attributes, their count, padding.
+    var attribute = [UInt32](repeating: 0, count: 18)
+    attribute[0] = 4  // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+    attribute[2] = UInt32(cluster.0)
+    attribute[3] = UInt32(cluster.1)
+    attribute[4] = UInt32(cluster.2)
+    let words = [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedMemoryBytes].map { UInt32($0) }
+    try arguments.withParameterArray { params throws(CUDAError) in
+      let status = attribute.withUnsafeMutableBytes { attributeBytes -> DriverAPI.Status in
+        var config = [UInt64](repeating: 0, count: 7)
+        config.withUnsafeMutableBytes { raw in
+          for (i, word) in words.enumerated() { raw.storeBytes(of: word, toByteOffset: 4 * i, as: UInt32.self) }
+          raw.storeBytes(of: stream.stream, toByteOffset: 32, as: CUstream.self)
+          raw.storeBytes(of: attributeBytes.baseAddress, toByteOffset: 40, as: UnsafeMutableRawPointer?.self)
+          raw.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
+        }
+        return config.withUnsafeBytes { raw in launchEx(raw.baseAddress, function, params, nil) }
+      }
+      try api.check(
+        status, "cuLaunchKernelEx(\(name), grid \(grid), cluster \(cluster), block \(block), smem \(sharedMemoryBytes))")
+    }
   }
 
   /// Launches with the given grid, block, dynamic shared memory and

@@ -283,12 +283,14 @@ public enum GroupedLaunch {
     guard (workspace?.byteCount ?? 0) >= needed else {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, the grouped launch needs \(needed)")
     }
-    guard p.splits == 1 || p.tiles * p.rowBlocks <= PortableKernel.splitCounterCapacity else {
+    let kernel = try library.function(
+      "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)\(tiling.suffix)_grouped")
+    let cluster = PortableKernel.sumsSplitsInCluster(
+      splits: p.splits, tiling: tiling, launchesClusters: kernel.launchesClusters)
+    guard p.splits == 1 || cluster || p.tiles * p.rowBlocks <= PortableKernel.splitCounterCapacity else {
       throw .invalidArgument(
         "\(p.tiles * p.rowBlocks) output tiles with split-k exceed the \(PortableKernel.splitCounterCapacity) counters")
     }
-    let kernel = try library.function(
-      "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)\(tiling.suffix)_grouped")
     let shared =
       tiling == .wgmma
       ? PortableKernel.wgmmaSharedBytes(tokenTile: PortableKernel.tokenTile(w.pattern, .wgmma) ?? 0, pattern: w.pattern)
@@ -320,8 +322,10 @@ public enum GroupedLaunch {
     bytes.int32(p.splits)
     bytes.pointer(a.output.address)
     let base = workspace?.address ?? 0
-    bytes.pointer(p.splits > 1 ? base + CUdeviceptr(PortableKernel.splitCounterBytes) : 0)
-    bytes.pointer(p.splits > 1 ? base : 0)
+    bytes.pointer(p.splits > 1 && !cluster ? base + CUdeviceptr(PortableKernel.splitCounterBytes) : 0)
+    bytes.pointer(p.splits > 1 && !cluster ? base : 0)
+    bytes.int32(cluster ? 1 : 0)
+    bytes.align(8)
     var group = ArgumentBytes()
     group.pointer(a.offsets.address)
     group.pointer(a.weights.table.address)
@@ -333,10 +337,17 @@ public enum GroupedLaunch {
     arguments.append(bytes: group.bytes)
     // The streaming kernel's token tiles on x (CTAs sharing weight rows
     // launch together), the Hopper kernel's on y (as `PortableKernel.run`).
+    // With a cluster sum the splits of a tile are one cluster (1, 1, splits).
     let wgmma = tiling == .wgmma
-    try kernel.launch(
-      grid: wgmma ? (p.rowBlocks, p.tiles, p.splits) : (p.tiles, p.rowBlocks, p.splits),
-      block: (wgmma ? PortableKernel.wgmmaThreads : PortableKernel.threads, 1, 1), sharedMemoryBytes: shared,
-      stream: stream, arguments: arguments)
+    let grid = wgmma ? (p.rowBlocks, p.tiles, p.splits) : (p.tiles, p.rowBlocks, p.splits)
+    let block = (wgmma ? PortableKernel.wgmmaThreads : PortableKernel.threads, 1, 1)
+    if cluster {
+      if p.splits > 8 { try kernel.allowNonPortableClusterSize() }
+      try kernel.launch(
+        grid: grid, block: block, sharedMemoryBytes: shared, cluster: (1, 1, p.splits), stream: stream,
+        arguments: arguments)
+    } else {
+      try kernel.launch(grid: grid, block: block, sharedMemoryBytes: shared, stream: stream, arguments: arguments)
+    }
   }
 }

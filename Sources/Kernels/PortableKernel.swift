@@ -575,6 +575,27 @@ public enum PortableKernel {
       && tiles <= splitCounterCapacity
   }
 
+  /// Most k splits one cluster sums through distributed shared memory
+  /// (`sumsSplitsInCluster`); `SAMOYEDS_CLUSTER_SUM_SPLITS` overrides it
+  /// (0 or 1: never; at most 16, past 8 the non-portable cluster sizes).
+  static let clusterSumSplits: Int = {
+    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_CLUSTER_SUM_SPLITS"], let value = Int(text), value >= 0 {
+      return min(value, 16)
+    }
+    return 8
+  }()
+
+  /// Whether a split-k launch of `tiling` sums its splits through
+  /// distributed shared memory: the splits of an output tile run as one
+  /// cluster (shape (1, 1, splits)) and, once each has its f32 tile in
+  /// shared memory, sum the tile together (docs/KERNELS.md, "Split-k").
+  /// No partials, counters or second launch. The streaming and rt4 tilings
+  /// (all of their threads reach the epilogue), on GPUs that launch
+  /// clusters (`CUDAFunction.launchesClusters`: sm_90 and newer).
+  static func sumsSplitsInCluster(splits: Int, tiling: Tiling, launchesClusters: Bool) -> Bool {
+    splits > 1 && splits <= clusterSumSplits && (tiling == .stream || tiling == .rt4) && launchesClusters
+  }
+
   /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
   public static func run(
     _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
@@ -592,12 +613,13 @@ public enum PortableKernel {
     }
     let rt = tiling.rowTiles
     let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
-    let needed = splitWorkspaceBytes(a, splits: splits)
+    let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
+    let kernel = try library.function(name + tiling.suffix)
+    let cluster = sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: kernel.launchesClusters)
+    let needed = cluster ? 0 : splitWorkspaceBytes(a, splits: splits)
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
     }
-    let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
-    let kernel = try library.function(name + tiling.suffix)
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
@@ -635,10 +657,13 @@ public enum PortableKernel {
     let rowTiles = (w.condensedRows + 15) / 16
     let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
     let tokenTiles = (a.count + bn - 1) / bn
-    let inKernel = sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles, tiling: tiling)
+    let inKernel =
+      !cluster && sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles, tiling: tiling)
     let base = workspace?.address ?? 0
-    bytes.pointer(splits > 1 ? base + CUdeviceptr(splitCounterBytes) : 0)
+    bytes.pointer(splits > 1 && !cluster ? base + CUdeviceptr(splitCounterBytes) : 0)
     bytes.pointer(inKernel ? base : 0)
+    bytes.int32(cluster ? 1 : 0)
+    bytes.align(8)
     var arguments = KernelArguments()
     arguments.append(bytes: bytes.bytes)
 
@@ -651,10 +676,16 @@ public enum PortableKernel {
       let cluster = kernel.requiredClusterShape()
       grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
     }
-    try kernel.launch(
-      grid: grid, block: (tiling == .wgmma ? wgmmaThreads : threads, 1, 1), sharedMemoryBytes: shared, stream: stream,
-      arguments: arguments)
-    if splits > 1 && !inKernel {
+    let block = (tiling == .wgmma ? wgmmaThreads : threads, 1, 1)
+    if cluster {
+      if splits > 8 { try kernel.allowNonPortableClusterSize() }
+      try kernel.launch(
+        grid: grid, block: block, sharedMemoryBytes: shared, cluster: (1, 1, splits), stream: stream,
+        arguments: arguments)
+    } else {
+      try kernel.launch(grid: grid, block: block, sharedMemoryBytes: shared, stream: stream, arguments: arguments)
+    }
+    if splits > 1 && !inKernel && !cluster {
       let epilogue = try library.function(name + "_split")
       // One group of 4 (or 2) output rows per thread, all in one round: the
       // sum is one memory latency, not a grid-stride loop of them.

@@ -418,6 +418,27 @@ extension SplitPlanning {
   }
 }
 
+/// Where split-k sums through distributed shared memory: the streaming and
+/// rt4 tilings (every thread reaches their epilogue's cluster barriers), on
+/// GPUs that launch clusters, up to `clusterSumSplits` splits (8 unless
+/// `SAMOYEDS_CLUSTER_SUM_SPLITS` says otherwise).
+@Suite struct ClusterSumPlacement {
+  @Test(arguments: PortableKernel.Tiling.allCases)
+  func clusterSumsTheStreamingAndRt4SplitsOnClusterGPUs(tiling: PortableKernel.Tiling) {
+    let limit = PortableKernel.clusterSumSplits
+    #expect((0...16).contains(limit))
+    for splits in [1, 2, 3, 4, 5, 8, 9, 16, 17] {
+      let expected = splits > 1 && splits <= limit && (tiling == .stream || tiling == .rt4)
+      #expect(
+        PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: true) == expected,
+        "\(tiling) splits=\(splits) limit=\(limit)")
+      #expect(
+        !PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: false),
+        "\(tiling) splits=\(splits) without cluster launches")
+    }
+  }
+}
+
 /// The GPU router's host side: what it refuses, how it splits the logits and
 /// lays out its workspace (no device needed).
 @Suite struct RoutingHostSide {

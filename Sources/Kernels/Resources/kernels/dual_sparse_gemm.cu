@@ -739,9 +739,9 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
   }
   RowSelection<N, M, RT, NT>::finish(bank, acc);
   if constexpr (EPILOGUE != kSiluMul) {
-    // Straight to global memory unless the last split sums the tile here
-    // (storeTile's counters).
-    if (args.counters == nullptr) {
+    // Straight to global memory unless the splits sum the tile in this
+    // launch (storeTile's counters or cluster sum).
+    if (args.counters == nullptr && !args.clusterSum) {
       if (warpActive) storeTileDirect<T, RT, BN, WN, EPILOGUE>(args, bank, acc, rowBlock, tokenBase, blockIdx.z, warp, lane);
       leavePair();
       return;

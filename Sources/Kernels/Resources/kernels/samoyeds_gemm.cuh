@@ -60,6 +60,8 @@ struct GemmArgs {
   float* partial;             // [splits][2][count][m] f32 when splits > 1
   unsigned* counters;         // [output tiles] splits arrived, 0 between launches; null: the
                               // `_split` kernel sums the partials after this launch
+  int clusterSum;             // sm_90, splits > 1: the launch's clusters are (1, 1, splits), and
+                              // the splits sum through distributed shared memory (no partials)
 };
 
 enum Epilogue : int {
@@ -241,6 +243,69 @@ __device__ __forceinline__ void tileSync() {
   }
 }
 
+#if __CUDA_ARCH__ >= 900
+// Most splits a cluster sum handles (a cluster of 16 needs the non-portable
+// cluster size the host allows per kernel).
+constexpr int kMaxClusterSplits = 16;
+
+__device__ __forceinline__ float2 loadClusterFloat2(uint32_t clusterAddress) {
+  float2 v;
+  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(clusterAddress) : "memory");
+  return v;
+}
+
+// Split-k through distributed shared memory (storeTile, `args.clusterSum`):
+// the launch's clusters span its k splits (cluster shape (1, 1, splits), so
+// the cluster rank is the split), and every split has just written its f32
+// tile of the same output tile at the same shared offset. After a cluster
+// barrier each CTA sums its share of the tile's row pairs (every splits-th
+// group of kThreads pairs, from its split on) over all splits in split order
+// (deterministic) and applies the epilogue; no partials reach global memory
+// and no counter or second launch is involved. The second barrier keeps
+// every CTA's tile alive until the cluster's reads are done. Every thread of
+// every CTA of the cluster must get here.
+template <int EPILOGUE, int BN, int PAIRS_PER_TOKEN, int STRIDE, int ROWS_PER_WEIGHT_TILE, typename Finish>
+__device__ __forceinline__ void clusterSumTile(const GemmArgs& args, const float* tile, int outBase, int tokenBase,
+                                               int split, int thread, Finish& finish) {
+  const bool silu = EPILOGUE == kSiluMul;
+  const int m = args.w0.m;
+  clusterArrive();
+  clusterWait();
+  const uint32_t tileAddress = (uint32_t)__cvta_generic_to_shared(tile);
+  for (int idx = thread + split * kThreads; idx < BN * PAIRS_PER_TOKEN; idx += kThreads * args.splits) {
+    const int n = idx / PAIRS_PER_TOKEN;
+    const int o = 2 * (idx % PAIRS_PER_TOKEN);
+    const int token = tokenBase + n;
+    const int row = outBase + o;
+    if (token >= args.count || row >= m) continue;
+    const uint32_t at = tileAddress + (uint32_t)(n * STRIDE + o) * 4;
+    float2 part[kMaxClusterSplits], partUp[kMaxClusterSplits];
+#pragma unroll
+    for (int s = 0; s < kMaxClusterSplits; ++s) {
+      if (s < args.splits) {
+        part[s] = loadClusterFloat2(mapaShared(at, s));
+        if (silu) partUp[s] = loadClusterFloat2(mapaShared(at + ROWS_PER_WEIGHT_TILE * 4, s));
+      }
+    }
+    float2 v = make_float2(0.f, 0.f), up = v;
+#pragma unroll
+    for (int s = 0; s < kMaxClusterSplits; ++s) {
+      if (s < args.splits) {
+        v.x += part[s].x;
+        v.y += part[s].y;
+        if (silu) {
+          up.x += partUp[s].x;
+          up.y += partUp[s].y;
+        }
+      }
+    }
+    finish(token, row, v, up);
+  }
+  clusterArrive();
+  clusterWait();
+}
+#endif
+
 // `thread` is the caller's index among the kThreads storing threads (warp
 // thread / 32 owns the warp's row tiles). With WN token warps (WarpTiles)
 // each warp holds BN / WN of the CTA's BN tokens.
@@ -325,6 +390,13 @@ __device__ __forceinline__ void storeTile(const GemmArgs& args, const float (&ba
           make_float2(w * v.x, w * v.y);
     }
   };
+#if __CUDA_ARCH__ >= 900
+  if (args.splits > 1 && args.clusterSum) {
+    clusterSumTile<EPILOGUE, BN, pairsPerToken, stride, rowsPerWeightTile>(args, tile, outBase, tokenBase, split,
+                                                                            thread, finish);
+    return;
+  }
+#endif
   for (int idx = thread; idx < BN * pairsPerToken; idx += kThreads) {
     const int n = idx / pairsPerToken;
     const int o = 2 * (idx % pairsPerToken);

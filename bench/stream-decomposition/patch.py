@@ -1,0 +1,41 @@
+# Adds switches to a copy of dual_sparse_gemm.cu for the streaming kernel
+# (bench/stream-decomposition/run.sh); every other kernel stays as it is.
+#   EXP_NOMMA   no token fragment loads and no mma.sp (the weight fragment
+#               and metadata are folded into the running total instead)
+#   EXP_NOSEL   no row-selection fold after each chunk
+#   EXP_NOTOK   no token-row staging at the start
+#   EXP_NOEPI   no epilogue (the tile is stored only if a total is one
+#               particular NaN, which keeps the work alive)
+# Fails if the source no longer has the lines it patches.
+import sys
+src, dst = sys.argv[1], sys.argv[2]
+s = open(src).read()
+def rep(old, new):
+    global s
+    assert s.count(old) == 1, old
+    s = s.replace(old, new, 1)
+rep("""      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layout::chunkBytes, lane);
+      selection.afterChunk(bank, acc, i == myChunks - 1);""",
+"""#ifdef EXP_NOMMA
+      acc[0][0][0] += __uint_as_float((a[0].x ^ a[0].y ^ a[0].z ^ a[0].w ^ metadata[0]) & 0x007fffffu);
+#else
+      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layout::chunkBytes, lane);
+#endif
+#ifndef EXP_NOSEL
+      selection.afterChunk(bank, acc, i == myChunks - 1);
+#endif""")
+rep("""    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
+      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);""",
+"""#ifdef EXP_NOTOK
+    if (args.count < 0)
+#endif
+    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
+      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);""")
+rep("""  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z, threadIdx.x);
+}""",
+"""#ifdef EXP_NOEPI
+  if (__float_as_uint(acc[0][0][0]) == 0x7fc01234u)
+#endif
+  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z, threadIdx.x);
+}""")
+open(dst, "w").write(s)
