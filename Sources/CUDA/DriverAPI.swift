@@ -52,6 +52,9 @@ final class DriverAPI: @unchecked Sendable {
       UnsafeRawPointer?, CUfunction?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
       UnsafeMutablePointer<UnsafeMutableRawPointer?>?
     ) -> Status)?
+  /// cuOccupancyMaxActiveClusters (CUDA 11.8 drivers on); nil where missing.
+  let cuOccupancyMaxActiveClusters:
+    (@convention(c) (UnsafeMutablePointer<Int32>, CUfunction?, UnsafeRawPointer?) -> Status)?
   let cuStreamCreate: @convention(c) (UnsafeMutablePointer<CUstream?>, UInt32) -> Status
   let cuStreamDestroy: @convention(c) (CUstream?) -> Status
   let cuStreamSynchronize: @convention(c) (CUstream?) -> Status
@@ -111,6 +114,7 @@ final class DriverAPI: @unchecked Sendable {
     cuFuncGetAttribute = try load("cuFuncGetAttribute")
     cuLaunchKernel = try load("cuLaunchKernel")
     cuLaunchKernelEx = try? library.symbol("cuLaunchKernelEx")
+    cuOccupancyMaxActiveClusters = try? library.symbol("cuOccupancyMaxActiveClusters")
     cuStreamCreate = try load("cuStreamCreate")
     cuStreamDestroy = try load("cuStreamDestroy_v2", "cuStreamDestroy")
     cuStreamSynchronize = try load("cuStreamSynchronize")

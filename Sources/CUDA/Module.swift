@@ -71,9 +71,10 @@ public struct CUDAFunction: @unchecked Sendable {
     )
   }
 
-  /// Whether `launch(…, cluster:)` can run this kernel in clusters whose
-  /// shape is chosen at launch time: compute capability 9.0 or newer, a
-  /// driver with cuLaunchKernelEx, and no cluster shape compiled in.
+  /// Whether `launch(…, attributes:)` can run this kernel with launch
+  /// attributes (a cluster shape chosen at launch time, programmatic
+  /// dependent launch): compute capability 9.0 or newer, a driver with
+  /// cuLaunchKernelEx, and no cluster shape compiled in.
   public var launchesClusters: Bool {
     module.context.api.cuLaunchKernelEx != nil && module.context.computeCapability.major >= 9
       && requiredClusterShape() == (1, 1, 1)
@@ -87,44 +88,99 @@ public struct CUDAFunction: @unchecked Sendable {
       "cuFuncSetAttribute(NON_PORTABLE_CLUSTER_SIZE_ALLOWED) for \(name)")
   }
 
-  /// Launches in clusters of `cluster` CTAs (each grid dimension a multiple
-  /// of the cluster's), through cuLaunchKernelEx. Needs `launchesClusters`.
+  /// What `launch(…, attributes:)` asks of the driver besides the grid.
+  public struct LaunchAttributes: Sendable {
+    /// CTAs per cluster in x, y, z (each grid dimension a multiple of it).
+    public var cluster: (Int, Int, Int)?
+    /// Programmatic dependent launch: the kernel may start while the
+    /// previous kernel of the stream still runs, and must itself wait for
+    /// it (`griddepcontrol.wait`) before touching what that kernel writes.
+    public var overlapsPrevious: Bool
+
+    public init(cluster: (Int, Int, Int)? = nil, overlapsPrevious: Bool = false) {
+      self.cluster = cluster
+      self.overlapsPrevious = overlapsPrevious
+    }
+  }
+
+  /// Launches through cuLaunchKernelEx with `attributes`. Needs
+  /// `launchesClusters`.
   public func launch(
-    grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, cluster: (Int, Int, Int),
+    grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, attributes: LaunchAttributes,
     stream: CUDAStream, arguments: KernelArguments
   ) throws(CUDAError) {
     guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
     let api = module.context.api
     guard let launchEx = api.cuLaunchKernelEx, launchesClusters else {
-      throw .unavailable("\(name): no cluster launch here (needs compute capability 9.0 and cuLaunchKernelEx)")
+      throw .unavailable("\(name): no launch attributes here (needs compute capability 9.0 and cuLaunchKernelEx)")
     }
-    guard cluster.0 > 0, cluster.1 > 0, cluster.2 > 0, grid.0 % cluster.0 == 0, grid.1 % cluster.1 == 0,
-      grid.2 % cluster.2 == 0
-    else {
-      throw .invalidArgument("\(name): grid \(grid) is not a whole number of clusters \(cluster)")
-    }
-    // CUlaunchAttribute (cuda.h): id, 4 bytes of padding, a 64-byte value
-    // (clusterDim: x, y, z). CUlaunchConfig: grid x/y/z, block x/y/z, shared
-    // bytes (u32 each), padding, stream, attributes, their count, padding.
-    var attribute = [UInt32](repeating: 0, count: 18)
-    attribute[0] = 4  // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-    attribute[2] = UInt32(cluster.0)
-    attribute[3] = UInt32(cluster.1)
-    attribute[4] = UInt32(cluster.2)
-    let words = [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedMemoryBytes].map { UInt32($0) }
-    try arguments.withParameterArray { params throws(CUDAError) in
-      let status = attribute.withUnsafeMutableBytes { attributeBytes -> DriverAPI.Status in
-        var config = [UInt64](repeating: 0, count: 7)
-        config.withUnsafeMutableBytes { raw in
-          for (i, word) in words.enumerated() { raw.storeBytes(of: word, toByteOffset: 4 * i, as: UInt32.self) }
-          raw.storeBytes(of: stream.stream, toByteOffset: 32, as: CUstream.self)
-          raw.storeBytes(of: attributeBytes.baseAddress, toByteOffset: 40, as: UnsafeMutableRawPointer?.self)
-          raw.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
-        }
-        return config.withUnsafeBytes { raw in launchEx(raw.baseAddress, function, params, nil) }
+    if let cluster = attributes.cluster {
+      guard cluster.0 > 0, cluster.1 > 0, cluster.2 > 0, grid.0 % cluster.0 == 0, grid.1 % cluster.1 == 0,
+        grid.2 % cluster.2 == 0
+      else {
+        throw .invalidArgument("\(name): grid \(grid) is not a whole number of clusters \(cluster)")
       }
+    }
+    try arguments.withParameterArray { params throws(CUDAError) in
+      let status = Self.withLaunchConfig(
+        grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, attributes: attributes, stream: stream.stream
+      ) { config in launchEx(config, function, params, nil) }
       try api.check(
-        status, "cuLaunchKernelEx(\(name), grid \(grid), cluster \(cluster), block \(block), smem \(sharedMemoryBytes))")
+        status,
+        "cuLaunchKernelEx(\(name), grid \(grid), \(attributes.cluster.map { "cluster \($0), " } ?? "")"
+          + "\(attributes.overlapsPrevious ? "programmatic, " : "")block \(block), smem \(sharedMemoryBytes))")
+    }
+  }
+
+  /// How many clusters of `cluster` CTAs (with this block and dynamic
+  /// shared memory) the GPU runs at once (cuOccupancyMaxActiveClusters), or
+  /// nil where the driver cannot say.
+  public func maxActiveClusters(cluster: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) -> Int? {
+    let api = module.context.api
+    guard let query = api.cuOccupancyMaxActiveClusters, launchesClusters else { return nil }
+    var count: Int32 = 0
+    let status = Self.withLaunchConfig(
+      grid: cluster, block: block, sharedMemoryBytes: sharedMemoryBytes,
+      attributes: LaunchAttributes(cluster: cluster), stream: nil
+    ) { config in query(&count, function, config) }
+    return status == 0 ? Int(count) : nil
+  }
+
+  /// A CUlaunchConfig (cuda.h) for `body`: grid x/y/z, block x/y/z, shared
+  /// bytes (u32 each), padding, stream, attributes, their count, padding.
+  /// Each CUlaunchAttribute is an id, 4 bytes of padding and a 64-byte value
+  /// (clusterDim: x, y, z; programmaticStreamSerializationAllowed: int).
+  private static func withLaunchConfig<R>(
+    grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int, attributes: LaunchAttributes,
+    stream: CUstream?, _ body: (UnsafeRawPointer?) -> R
+  ) -> R {
+    var attribute = [UInt32]()
+    if let cluster = attributes.cluster {
+      var value = [UInt32](repeating: 0, count: 18)
+      value[0] = 4  // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+      value[2] = UInt32(cluster.0)
+      value[3] = UInt32(cluster.1)
+      value[4] = UInt32(cluster.2)
+      attribute += value
+    }
+    if attributes.overlapsPrevious {
+      var value = [UInt32](repeating: 0, count: 18)
+      value[0] = 6  // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+      value[2] = 1
+      attribute += value
+    }
+    let count = UInt32(attribute.count / 18)
+    attribute.append(0)  // never empty, so the buffer has an address
+    let words = [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedMemoryBytes].map { UInt32($0) }
+    return attribute.withUnsafeMutableBytes { attributeBytes in
+      var config = [UInt64](repeating: 0, count: 7)
+      config.withUnsafeMutableBytes { raw in
+        for (i, word) in words.enumerated() { raw.storeBytes(of: word, toByteOffset: 4 * i, as: UInt32.self) }
+        raw.storeBytes(of: stream, toByteOffset: 32, as: CUstream?.self)
+        raw.storeBytes(of: attributeBytes.baseAddress, toByteOffset: 40, as: UnsafeMutableRawPointer?.self)
+        raw.storeBytes(of: count, toByteOffset: 48, as: UInt32.self)
+      }
+      return config.withUnsafeBytes { raw in body(raw.baseAddress) }
     }
   }
 

@@ -285,12 +285,6 @@ public enum GroupedLaunch {
     }
     let kernel = try library.function(
       "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)\(tiling.suffix)_grouped")
-    let cluster = PortableKernel.sumsSplitsInCluster(
-      splits: p.splits, tiling: tiling, launchesClusters: kernel.launchesClusters)
-    guard p.splits == 1 || cluster || p.tiles * p.rowBlocks <= PortableKernel.splitCounterCapacity else {
-      throw .invalidArgument(
-        "\(p.tiles * p.rowBlocks) output tiles with split-k exceed the \(PortableKernel.splitCounterCapacity) counters")
-    }
     let shared =
       tiling == .wgmma
       ? PortableKernel.wgmmaSharedBytes(tokenTile: PortableKernel.tokenTile(w.pattern, .wgmma) ?? 0, pattern: w.pattern)
@@ -299,6 +293,18 @@ public enum GroupedLaunch {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's limit")
     }
     try kernel.setMaxDynamicSharedMemory(shared)
+    // With a cluster sum the splits of a tile are one cluster (1, 1, splits);
+    // streaming launches may overlap the kernel before them.
+    let wgmma = tiling == .wgmma
+    let grid = wgmma ? (p.rowBlocks, p.tiles, p.splits) : (p.tiles, p.rowBlocks, p.splits)
+    let block = (wgmma ? PortableKernel.wgmmaThreads : PortableKernel.threads, 1, 1)
+    let attributes = PortableKernel.launchAttributes(
+      splits: p.splits, tiling: tiling, kernel: kernel, grid: grid, block: block, sharedMemoryBytes: shared)
+    let cluster = attributes?.cluster != nil
+    guard p.splits == 1 || cluster || p.tiles * p.rowBlocks <= PortableKernel.splitCounterCapacity else {
+      throw .invalidArgument(
+        "\(p.tiles * p.rowBlocks) output tiles with split-k exceed the \(PortableKernel.splitCounterCapacity) counters")
+    }
 
     // GemmArgs: w0/w1 come from the tables per CTA; the fields here are the
     // launch's (x, all entries' index lists, outputs, k, splits).
@@ -337,17 +343,8 @@ public enum GroupedLaunch {
     arguments.append(bytes: group.bytes)
     // The streaming kernel's token tiles on x (CTAs sharing weight rows
     // launch together), the Hopper kernel's on y (as `PortableKernel.run`).
-    // With a cluster sum the splits of a tile are one cluster (1, 1, splits).
-    let wgmma = tiling == .wgmma
-    let grid = wgmma ? (p.rowBlocks, p.tiles, p.splits) : (p.tiles, p.rowBlocks, p.splits)
-    let block = (wgmma ? PortableKernel.wgmmaThreads : PortableKernel.threads, 1, 1)
-    if cluster {
-      if p.splits > 8 { try kernel.allowNonPortableClusterSize() }
-      try kernel.launch(
-        grid: grid, block: block, sharedMemoryBytes: shared, cluster: (1, 1, p.splits), stream: stream,
-        arguments: arguments)
-    } else {
-      try kernel.launch(grid: grid, block: block, sharedMemoryBytes: shared, stream: stream, arguments: arguments)
-    }
+    try PortableKernel.launch(
+      kernel, grid: grid, block: block, sharedMemoryBytes: shared, attributes: attributes, stream: stream,
+      arguments: arguments)
   }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import CUDA
 import SamoyedsFormat
 
@@ -596,6 +597,71 @@ public enum PortableKernel {
     splits > 1 && splits <= clusterSumSplits && (tiling == .stream || tiling == .rt4) && launchesClusters
   }
 
+  /// Whether streaming launches start while the kernel before them in
+  /// their stream still runs (programmatic dependent launch, sm_90 and
+  /// newer): they stream their first weight chunks, then wait for it
+  /// (`griddepcontrol.wait`) before reading tokens or writing anything.
+  /// `SAMOYEDS_PDL=0` turns it off.
+  static let overlapsPrevious: Bool = ProcessInfo.processInfo.environment["SAMOYEDS_PDL"] != "0"
+
+  /// Clusters of each size that run at once, per kernel and shared memory
+  /// (`CUDAFunction.maxActiveClusters`, asked once).
+  private static let activeClusters = Mutex<[String: Int]>([:])
+
+  /// Whether `ctas` CTAs in clusters of `splits` all run at once. A cluster
+  /// needs all its CTAs' SMs in one GPC free together, so clusters of CTAs
+  /// that fill an SM (rt4) can take more waves than the CTAs alone: rt4 at
+  /// 4096x14336, T = 256, 128 CTAs in clusters of 4, took 0.093 ms against
+  /// 0.052 without (H200). A cluster sum is used only when the grid fits.
+  static func clustersFit(
+    kernel: CUDAFunction, ctas: Int, splits: Int, block: (Int, Int, Int), sharedMemoryBytes: Int
+  ) -> Bool {
+    let key = "\(kernel.name) \(sharedMemoryBytes) \(splits)"
+    let known = activeClusters.withLock { $0[key] }
+    let clusters =
+      known
+      ?? {
+        let count =
+          kernel.maxActiveClusters(cluster: (1, 1, splits), block: block, sharedMemoryBytes: sharedMemoryBytes) ?? 0
+        activeClusters.withLock { $0[key] = count }
+        return count
+      }()
+    return clusters * splits >= ctas
+  }
+
+  /// The launch attributes of a `tiling` launch with `splits` splits on
+  /// `grid`, or nil for a plain launch.
+  static func launchAttributes(
+    splits: Int, tiling: Tiling, kernel: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int),
+    sharedMemoryBytes: Int
+  ) -> CUDAFunction.LaunchAttributes? {
+    guard kernel.launchesClusters else { return nil }
+    let cluster =
+      sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: true)
+      && clustersFit(
+        kernel: kernel, ctas: grid.0 * grid.1 * grid.2, splits: splits, block: block,
+        sharedMemoryBytes: sharedMemoryBytes)
+    let overlaps = overlapsPrevious && tiling == .stream
+    guard cluster || overlaps else { return nil }
+    return CUDAFunction.LaunchAttributes(cluster: cluster ? (1, 1, splits) : nil, overlapsPrevious: overlaps)
+  }
+
+  /// Launches `kernel` with `attributes` (cuLaunchKernelEx), or plainly.
+  static func launch(
+    _ kernel: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int,
+    attributes: CUDAFunction.LaunchAttributes?, stream: CUDAStream, arguments: KernelArguments
+  ) throws(CUDAError) {
+    guard let attributes else {
+      try kernel.launch(
+        grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, stream: stream, arguments: arguments)
+      return
+    }
+    if let cluster = attributes.cluster, cluster.0 * cluster.1 * cluster.2 > 8 { try kernel.allowNonPortableClusterSize() }
+    try kernel.launch(
+      grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, attributes: attributes, stream: stream,
+      arguments: arguments)
+  }
+
   /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
   public static func run(
     _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
@@ -615,11 +681,6 @@ public enum PortableKernel {
     let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
     let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
     let kernel = try library.function(name + tiling.suffix)
-    let cluster = sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: kernel.launchesClusters)
-    let needed = cluster ? 0 : splitWorkspaceBytes(a, splits: splits)
-    if needed > 0 && (workspace?.byteCount ?? 0) < needed {
-      throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
-    }
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
@@ -628,6 +689,27 @@ public enum PortableKernel {
       throw .invalidArgument("\(shared) bytes of shared memory exceed the device's \(library.context.maxSharedMemoryPerBlockOptin)")
     }
     try kernel.setMaxDynamicSharedMemory(shared)
+    let tilesPerCTA = warpsPerWeightTile(a.epilogue) * rt
+    let rowTiles = (w.condensedRows + 15) / 16
+    let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
+    let tokenTiles = (a.count + bn - 1) / bn
+    // The streaming kernel puts token tiles on x so CTAs sharing weight rows
+    // are launched together.
+    var grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
+    if tiling == .rt4 {
+      // rt4 on sm_90 may pair adjacent token tiles in a cluster (ring fill
+      // 3); the pair's extra tile past the tokens stores nothing.
+      let cluster = kernel.requiredClusterShape()
+      grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
+    }
+    let block = (tiling == .wgmma ? wgmmaThreads : threads, 1, 1)
+    let attributes = launchAttributes(
+      splits: splits, tiling: tiling, kernel: kernel, grid: grid, block: block, sharedMemoryBytes: shared)
+    let cluster = attributes?.cluster != nil
+    let needed = cluster ? 0 : splitWorkspaceBytes(a, splits: splits)
+    if needed > 0 && (workspace?.byteCount ?? 0) < needed {
+      throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
+    }
 
     var bytes = ArgumentBytes()
     bytes.weightArgs(w)
@@ -653,10 +735,6 @@ public enum PortableKernel {
     bytes.int32(chunksPerSplit)
     bytes.int32(splits)
     bytes.pointer(a.output.address)  // aligned to 8 by `pointer`
-    let tilesPerCTA = warpsPerWeightTile(a.epilogue) * rt
-    let rowTiles = (w.condensedRows + 15) / 16
-    let rowBlocks = (rowTiles + tilesPerCTA - 1) / tilesPerCTA
-    let tokenTiles = (a.count + bn - 1) / bn
     let inKernel =
       !cluster && sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles, tiling: tiling)
     let base = workspace?.address ?? 0
@@ -667,24 +745,9 @@ public enum PortableKernel {
     var arguments = KernelArguments()
     arguments.append(bytes: bytes.bytes)
 
-    // The streaming kernel puts token tiles on x so CTAs sharing weight rows
-    // are launched together.
-    var grid = tiling == .stream ? (tokenTiles, rowBlocks, splits) : (rowBlocks, tokenTiles, splits)
-    if tiling == .rt4 {
-      // rt4 on sm_90 may pair adjacent token tiles in a cluster (ring fill
-      // 3); the pair's extra tile past the tokens stores nothing.
-      let cluster = kernel.requiredClusterShape()
-      grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
-    }
-    let block = (tiling == .wgmma ? wgmmaThreads : threads, 1, 1)
-    if cluster {
-      if splits > 8 { try kernel.allowNonPortableClusterSize() }
-      try kernel.launch(
-        grid: grid, block: block, sharedMemoryBytes: shared, cluster: (1, 1, splits), stream: stream,
-        arguments: arguments)
-    } else {
-      try kernel.launch(grid: grid, block: block, sharedMemoryBytes: shared, stream: stream, arguments: arguments)
-    }
+    try launch(
+      kernel, grid: grid, block: block, sharedMemoryBytes: shared, attributes: attributes, stream: stream,
+      arguments: arguments)
     if splits > 1 && !inKernel && !cluster {
       let epilogue = try library.function(name + "_split")
       // One group of 4 (or 2) output rows per thread, all in one round: the

@@ -820,21 +820,6 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   const int lastChunk = min(chunks, firstChunk + args.chunksPerSplit);
   const int myChunks = lastChunk - firstChunk;
 
-  // Token rows of the whole k range -> shared (cp.async group 0). Each
-  // thread always copies the same 16 B piece of the same token row.
-  {
-    const int piece = threadIdx.x % (BN * 4);
-    const int token = tokenBase + piece / 4;
-    const bool valid = token < args.count;
-    const uint16_t* src =
-        args.x + (size_t)(valid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
-    unsigned char* dst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
-    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
-      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);
-    }
-    cpAsyncCommit();
-  }
-
   // The lane's rings and its sources.
   unsigned char* aRing = smem + Layout::ringOffset(args.chunksPerSplit) + (warp * D * 32 + lane) * 16;
   unsigned char* eRing = smem + Layout::ringOffset(args.chunksPerSplit) + kWarps * D * 32 * 16 +
@@ -866,10 +851,32 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   RowSelection<N, M, 1, NT> selection;
   selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
 
-  // Groups committed so far: tokens + D - 1 chunks. Waiting for all but
-  // D - 2 completes the tokens and chunk 0; the barrier publishes the
-  // tokens other threads copied.
-  cpAsyncWait<D - 2>();
+  // So far only the weight was read. With a programmatic dependent launch
+  // (PortableKernel: `overlapsPrevious`) the kernel before this one may
+  // still be running: its outputs (the token rows, the index list, this
+  // launch's output) are touched only after it has completed.
+  allowDependentLaunch();
+  gridDependencyWait();
+
+  // Token rows of the whole k range -> shared (the newest cp.async group). Each
+  // thread always copies the same 16 B piece of the same token row.
+  {
+    const int piece = threadIdx.x % (BN * 4);
+    const int token = tokenBase + piece / 4;
+    const bool valid = token < args.count;
+    const uint16_t* src =
+        args.x + (size_t)(valid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
+    unsigned char* dst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
+    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
+      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);
+    }
+    cpAsyncCommit();
+  }
+
+  // The tokens are the newest group: waiting for all completes them (and
+  // the ring's first D - 1 chunks); the barrier publishes the tokens other
+  // threads copied.
+  cpAsyncWait<0>();
   __syncthreads();
   uint32_t metadata[1] = {0};
   // One chunk; splits start on even chunks, so the parity of i is the
@@ -967,6 +974,7 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
       NAME##_stream_grouped(const samoyeds::GemmArgs args, const samoyeds::GroupArgs group) {    \
     __shared__ samoyeds::GemmArgs expert;                                                        \
     __shared__ int tokenTile;                                                                    \
+    samoyeds::gridDependencyWait(); /* the routing plan may come from the kernel before */       \
     if (threadIdx.x < 32) samoyeds::groupTile<T, 16, EPI>(args, group, blockIdx.x, expert, tokenTile); \
     __syncthreads();                                                                             \
     if (tokenTile < 0) return;                                                                   \

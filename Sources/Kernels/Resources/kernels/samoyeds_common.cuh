@@ -140,6 +140,25 @@ __device__ __forceinline__ void mbarrierWait(uint32_t barrier, int parity) {
 __device__ __forceinline__ void mbarrierArrive(uint32_t barrier) {
   asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(barrier) : "memory");
 }
+// Programmatic dependent launch (PTX ISA "griddepcontrol", sm_90): a
+// kernel launched with programmatic stream serialization may start while
+// the previous kernel of its stream still runs. `gridDependencyWait` blocks
+// until that kernel has completed and its memory is visible: everything
+// before it may read only what no earlier kernel writes (the weights), and
+// every write comes after it. `allowDependentLaunch` lets the next such
+// kernel start once every CTA of this grid has called it or exited. Both
+// do nothing in a kernel launched without the attribute, and below sm_90.
+__device__ __forceinline__ void gridDependencyWait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allowDependentLaunch() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 // Orders this thread's generic-proxy shared-memory accesses (cp.async
 // writes, mbarrier.init) before later async-proxy ones (wgmma operand
 // reads, bulk copies completing on a barrier). sm_90.
