@@ -75,7 +75,7 @@ public struct CUDAFunction: @unchecked Sendable {
   /// attributes (a cluster shape chosen at launch time, programmatic
   /// dependent launch): compute capability 9.0 or newer, a driver with
   /// cuLaunchKernelEx, and no cluster shape compiled in.
-  public var launchesClusters: Bool {
+  public var acceptsLaunchAttributes: Bool {
     module.context.api.cuLaunchKernelEx != nil && module.context.computeCapability.major >= 9
       && requiredClusterShape() == (1, 1, 1)
   }
@@ -104,14 +104,14 @@ public struct CUDAFunction: @unchecked Sendable {
   }
 
   /// Launches through cuLaunchKernelEx with `attributes`. Needs
-  /// `launchesClusters`.
+  /// `acceptsLaunchAttributes`.
   public func launch(
     grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, attributes: LaunchAttributes,
     stream: CUDAStream, arguments: KernelArguments
   ) throws(CUDAError) {
     guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
     let api = module.context.api
-    guard let launchEx = api.cuLaunchKernelEx, launchesClusters else {
+    guard let launchEx = api.cuLaunchKernelEx, acceptsLaunchAttributes else {
       throw .unavailable("\(name): no launch attributes here (needs compute capability 9.0 and cuLaunchKernelEx)")
     }
     if let cluster = attributes.cluster {
@@ -137,7 +137,7 @@ public struct CUDAFunction: @unchecked Sendable {
   /// nil where the driver cannot say.
   public func maxActiveClusters(cluster: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int) -> Int? {
     let api = module.context.api
-    guard let query = api.cuOccupancyMaxActiveClusters, launchesClusters else { return nil }
+    guard let query = api.cuOccupancyMaxActiveClusters, acceptsLaunchAttributes else { return nil }
     var count: Int32 = 0
     let status = Self.withLaunchConfig(
       grid: cluster, block: block, sharedMemoryBytes: sharedMemoryBytes,

@@ -592,9 +592,9 @@ public enum PortableKernel {
   /// shared memory, sum the tile together (docs/KERNELS.md, "Split-k").
   /// No partials, counters or second launch. The streaming and rt4 tilings
   /// (all of their threads reach the epilogue), on GPUs that launch
-  /// clusters (`CUDAFunction.launchesClusters`: sm_90 and newer).
-  static func sumsSplitsInCluster(splits: Int, tiling: Tiling, launchesClusters: Bool) -> Bool {
-    splits > 1 && splits <= clusterSumSplits && (tiling == .stream || tiling == .rt4) && launchesClusters
+  /// clusters (`CUDAFunction.acceptsLaunchAttributes`: sm_90 and newer).
+  static func sumsSplitsInCluster(splits: Int, tiling: Tiling, acceptsLaunchAttributes: Bool) -> Bool {
+    splits > 1 && splits <= clusterSumSplits && (tiling == .stream || tiling == .rt4) && acceptsLaunchAttributes
   }
 
   /// Whether streaming launches start while the kernel before them in
@@ -635,9 +635,9 @@ public enum PortableKernel {
     splits: Int, tiling: Tiling, kernel: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int),
     sharedMemoryBytes: Int
   ) -> CUDAFunction.LaunchAttributes? {
-    guard kernel.launchesClusters else { return nil }
+    guard kernel.acceptsLaunchAttributes else { return nil }
     let cluster =
-      sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: true)
+      sumsSplitsInCluster(splits: splits, tiling: tiling, acceptsLaunchAttributes: true)
       && clustersFit(
         kernel: kernel, ctas: grid.0 * grid.1 * grid.2, splits: splits, block: block,
         sharedMemoryBytes: sharedMemoryBytes)

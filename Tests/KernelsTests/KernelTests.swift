@@ -430,10 +430,10 @@ extension SplitPlanning {
     for splits in [1, 2, 3, 4, 5, 8, 9, 16, 17] {
       let expected = splits > 1 && splits <= limit && (tiling == .stream || tiling == .rt4)
       #expect(
-        PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: true) == expected,
+        PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, acceptsLaunchAttributes: true) == expected,
         "\(tiling) splits=\(splits) limit=\(limit)")
       #expect(
-        !PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, launchesClusters: false),
+        !PortableKernel.sumsSplitsInCluster(splits: splits, tiling: tiling, acceptsLaunchAttributes: false),
         "\(tiling) splits=\(splits) without cluster launches")
     }
   }
