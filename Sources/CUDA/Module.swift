@@ -31,6 +31,31 @@ public struct CUDAFunction: @unchecked Sendable {
   let module: CUDAModule
   let function: CUfunction
   public let name: String
+  /// `requiredClusterShape()` and `acceptsLaunchAttributes`, asked of the
+  /// driver once here rather than on every launch.
+  private let compiledCluster: (Int, Int, Int)
+  /// Whether `launch(…, attributes:)` can run this kernel with launch
+  /// attributes (a cluster shape chosen at launch time, programmatic
+  /// dependent launch): compute capability 9.0 or newer, a driver with
+  /// cuLaunchKernelEx, and no cluster shape compiled in.
+  public let acceptsLaunchAttributes: Bool
+
+  init(module: CUDAModule, function: CUfunction, name: String) {
+    self.module = module
+    self.function = function
+    self.name = name
+    let api = module.context.api
+    func dimension(_ attribute: Int32) -> Int {
+      var value: Int32 = 0
+      return api.cuFuncGetAttribute(&value, attribute, function) == 0 && value > 0 ? Int(value) : 1
+    }
+    compiledCluster = (
+      dimension(Self.attributeRequiredClusterWidth), dimension(Self.attributeRequiredClusterHeight),
+      dimension(Self.attributeRequiredClusterDepth)
+    )
+    acceptsLaunchAttributes =
+      api.cuLaunchKernelEx != nil && module.context.computeCapability.major >= 9 && compiledCluster == (1, 1, 1)
+  }
 
   // CUfunction_attribute values (cuda.h).
   static let attributeNumRegisters: Int32 = 4
@@ -59,26 +84,7 @@ public struct CUDAFunction: @unchecked Sendable {
   /// The cluster shape the kernel was compiled with (`__cluster_dims__`):
   /// its launch grid must be a multiple of it. (1, 1, 1) for a kernel
   /// without one, or where the driver cannot say (it predates clusters).
-  public func requiredClusterShape() -> (Int, Int, Int) {
-    let api = module.context.api
-    func dimension(_ attribute: Int32) -> Int {
-      var value: Int32 = 0
-      return api.cuFuncGetAttribute(&value, attribute, function) == 0 && value > 0 ? Int(value) : 1
-    }
-    return (
-      dimension(Self.attributeRequiredClusterWidth), dimension(Self.attributeRequiredClusterHeight),
-      dimension(Self.attributeRequiredClusterDepth)
-    )
-  }
-
-  /// Whether `launch(…, attributes:)` can run this kernel with launch
-  /// attributes (a cluster shape chosen at launch time, programmatic
-  /// dependent launch): compute capability 9.0 or newer, a driver with
-  /// cuLaunchKernelEx, and no cluster shape compiled in.
-  public var acceptsLaunchAttributes: Bool {
-    module.context.api.cuLaunchKernelEx != nil && module.context.computeCapability.major >= 9
-      && requiredClusterShape() == (1, 1, 1)
-  }
+  public func requiredClusterShape() -> (Int, Int, Int) { compiledCluster }
 
   /// Allows clusters larger than the portable 8 CTAs (16 on Hopper).
   public func allowNonPortableClusterSize() throws(CUDAError) {

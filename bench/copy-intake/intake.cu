@@ -27,7 +27,7 @@
 // tensor map is made in tensormap.cpp).
 #include "samoyeds_common.cuh"  // mbarrier*, bulkCopy, bulkCopyMulticast, cluster helpers
 
-#include <cuda_runtime.h>
+#include "check.cuh"  // CHECK
 
 #include <algorithm>
 #include <cstdio>
@@ -43,15 +43,6 @@ struct alignas(64) TensorMap {
 int encodeTensorMap(TensorMap* map, void* base, unsigned long long bytes, unsigned boxRows);
 
 using namespace samoyeds;
-
-#define CHECK(x)                                                                        \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                          \
-    }                                                                                   \
-  } while (0)
 
 struct Params {
   const uint8_t* src;

@@ -27,7 +27,7 @@
 // Usage: stream (no arguments: the sweep below). Build: run.sh.
 #include "samoyeds_common.cuh"  // cpAsync16/4, mbarrier*, bulkCopy
 
-#include <cuda_runtime.h>
+#include "check.cuh"  // CHECK
 
 #include <algorithm>
 #include <cstdio>
@@ -35,15 +35,6 @@
 #include <vector>
 
 using namespace samoyeds;
-
-#define CHECK(x)                                                                        \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                          \
-    }                                                                                   \
-  } while (0)
 
 struct Params {
   const uint8_t* a;  // [row tiles][chunks][512 B]
