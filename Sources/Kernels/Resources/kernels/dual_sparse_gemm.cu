@@ -764,7 +764,9 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 // cp.async: it waits only for its own copies (cp.async.wait_group), so the
 // loop has no barrier and kStreamDepth - 1 chunks per warp stay in flight.
 // The CTA's token rows for its whole k range are staged in shared memory
-// once, at the start (the only barrier before the epilogue). Grid: x = token
+// kTokenSegment chunks at a time: the first segment before the loop, each
+// next one while the loop runs the one before (one barrier per segment).
+// Grid: x = token
 // tiles (CTAs on the same weight rows run together, so re-reads hit L2),
 // y = row blocks of kWarps tiles (half per weight in the SiLU mode),
 // z = k splits.
@@ -776,6 +778,13 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 // then reused for the epilogue tile.
 
 constexpr int kStreamDepth = 8;  // chunks per lane's ring (7 in flight)
+// Chunks of token rows staged at a time (L): the first segment before the
+// loop, segment s + 1 while the loop runs segment s. Issued at step s·L,
+// segment s + 1's copies join the lane ring's cp.async group of chunk
+// s·L + D - 1, which step s·L + D - 1 waits for: before step (s + 1)·L,
+// where the segment is first read, when L >= D.
+constexpr int kTokenSegment = 8;
+static_assert(kTokenSegment >= kStreamDepth && kTokenSegment % 2 == 0, "token segments vs the lane ring");
 
 // Two CTAs per SM where the banks fit in 128 registers (up to 4 banks).
 template <int N, int M>
@@ -858,24 +867,26 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   allowDependentLaunch();
   gridDependencyWait();
 
-  // Token rows of the whole k range -> shared (the newest cp.async group). Each
-  // thread always copies the same 16 B piece of the same token row.
-  {
-    const int piece = threadIdx.x % (BN * 4);
-    const int token = tokenBase + piece / 4;
-    const bool valid = token < args.count;
-    const uint16_t* src =
-        args.x + (size_t)(valid ? args.rows[token] : 0) * args.k + (size_t)firstChunk * kChunk + (piece % 4) * 8;
-    unsigned char* dst = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
-    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
-      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);
+  // Token rows -> shared, kTokenSegment chunks at a time. Each thread
+  // always copies the same 16 B piece of the same token row, of every
+  // (kThreads / (BN * 4))-th chunk.
+  const int piece = threadIdx.x % (BN * 4);
+  const bool tokenValid = tokenBase + piece / 4 < args.count;
+  const uint16_t* tokenSource = args.x +
+                                (size_t)(tokenValid ? args.rows[tokenBase + piece / 4] : 0) * args.k +
+                                (size_t)firstChunk * kChunk + (piece % 4) * 8;
+  unsigned char* tokenSlot = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
+  auto stageTokens = [&](int from) {
+    const int to = min(myChunks, from + kTokenSegment);
+    for (int c = from + threadIdx.x / (BN * 4); c < to; c += kThreads / (BN * 4)) {
+      cpAsync16(tokenSlot + c * Layout::chunkBytes, tokenSource + c * kChunk, tokenValid);
     }
-    cpAsyncCommit();
-  }
-
-  // The tokens are the newest group: waiting for all completes them (and
-  // the ring's first D - 1 chunks); the barrier publishes the tokens other
-  // threads copied.
+  };
+  // The first segment is the newest group: waiting for all completes it
+  // (and the ring's first D - 1 chunks); the barrier publishes the tokens
+  // other threads copied.
+  stageTokens(0);
+  cpAsyncCommit();
   cpAsyncWait<0>();
   __syncthreads();
   uint32_t metadata[1] = {0};
@@ -895,6 +906,15 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
     }
   };
   for (int i = 0; i < myChunks; i += 2) {
+    if (i % kTokenSegment == 0) {
+      // Segment i / kTokenSegment landed: each thread's copies of it joined
+      // the ring's group of chunk i - kTokenSegment + D - 1, which its step
+      // of that chunk waited for; the barrier publishes them. Then the next
+      // segment's copies, which join the group of chunk i + D - 1 (issued
+      // by this step).
+      if (i > 0) __syncthreads();
+      stageTokens(i + kTokenSegment);
+    }
     step(i, Constant<true>{});
     if (i + 1 < myChunks) step(i + 1, Constant<false>{});
   }
