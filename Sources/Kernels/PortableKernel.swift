@@ -406,15 +406,13 @@ public enum PortableKernel {
   public static func plan(
     _ a: Arguments, multiprocessors: Int, tiling: Tiling = .rt1, maxChunksPerSplit: Int = .max
   ) -> (splits: Int, chunksPerSplit: Int) {
-    splitPlan(splitProblem(a), multiprocessors: multiprocessors, tiling: tiling, maxChunksPerSplit: maxChunksPerSplit)
-  }
-
-  static func splitProblem(_ a: Arguments) -> SplitProblem {
     let w = a.weight
-    return SplitProblem(
-      pattern: w.pattern, rows: w.rows, columns: w.columns, condensedRows: w.condensedRows,
-      weightBytes: w.deviceBytes, count: a.count, twoWeights: warpsPerWeightTile(a.epilogue) != warps,
-      splits: a.splits)
+    return splitPlan(
+      SplitProblem(
+        pattern: w.pattern, rows: w.rows, columns: w.columns, condensedRows: w.condensedRows,
+        weightBytes: w.deviceBytes, count: a.count, twoWeights: warpsPerWeightTile(a.epilogue) != warps,
+        splits: a.splits),
+      multiprocessors: multiprocessors, tiling: tiling, maxChunksPerSplit: maxChunksPerSplit)
   }
 
   /// What `splitPlan` needs to know of a launch (no device objects, so the
@@ -436,13 +434,10 @@ public enum PortableKernel {
     public var twoWeights: Bool
     /// A forced split-k factor.
     public var splits: Int?
-    /// Most splits the launch may sum in a cluster through distributed
-    /// shared memory (`sumsSplitsInCluster`), writing no partials; 0: none.
-    public var clusterSplits: Int
 
     public init(
       pattern: SparsePattern, rows: Int, columns: Int, condensedRows: Int, weightBytes: Int, count: Int,
-      twoWeights: Bool, splits: Int?, clusterSplits: Int = 0
+      twoWeights: Bool, splits: Int?
     ) {
       self.pattern = pattern
       self.rows = rows
@@ -452,7 +447,6 @@ public enum PortableKernel {
       self.count = count
       self.twoWeights = twoWeights
       self.splits = splits
-      self.clusterSplits = clusterSplits
     }
   }
 
@@ -505,14 +499,7 @@ public enum PortableKernel {
       // splits (30.6 / 48.3 / 61.0 us), the two-wave rule's 8 / 4 / 2
       // took 43.1 / 56.1 / 91.8 us.
       let budget = max(p.weightBytes, 4 << 20)
-      let wave = max(1, min(multiprocessors / ctas, chunks / 4))
-      splits = max(1, min(wave, budget / max(partialBytesPerSplit, 1)))
-      // Summed in a cluster, rt4's splits write no partials, so their
-      // budget does not bind (1408x2048 at T = 1024: 48 CTAs, whose two
-      // splits' partials would be 11.5 MB).
-      if tiling == .rt4 && splits < wave && p.clusterSplits >= 2 { splits = min(wave, p.clusterSplits) }
-    } else if p.splits == nil && tiling == .rt4 && p.clusterSplits >= 2 {
-      splits = waveSplits(ctas: ctas, stages: chunks / 4, multiprocessors: multiprocessors, most: p.clusterSplits)
+      splits = max(1, min(multiprocessors / ctas, budget / max(partialBytesPerSplit, 1), chunks / 4))
     } else if p.splits == nil && ctas < multiprocessors {
       splits = (2 * multiprocessors + ctas - 1) / ctas
       // Partials written and read back per split; keep their traffic within
@@ -533,35 +520,10 @@ public enum PortableKernel {
     return ((chunks + perSplit - 1) / perSplit, perSplit)
   }
 
-  /// A CTA's cost besides its stages (prologue, epilogue), in stages: about
-  /// 10,000 cycles against ~2,800 per stage for rt4 on the H200
-  /// (docs/KERNELS.md, "Where an rt4 CTA's time goes").
-  static let wideFixedStages = 3.5
-
-  /// Splits of a full grid of one-CTA-per-SM tiles (rt4) for whole waves:
-  /// `ctas` tiles of `stages` stages each cost waves × (stages per split +
-  /// the fixed part). A split must gain a tenth over none: the model does not
-  /// count the cluster sum. 1408x2048 at T = 4096: 192 CTAs of 16 stages
-  /// are 2 waves of 19.5; 2 splits, 3 waves of 11.5.
-  static func waveSplits(ctas: Int, stages: Int, multiprocessors: Int, most: Int) -> Int {
-    func cost(_ s: Int) -> Double {
-      Double((ctas * s + multiprocessors - 1) / multiprocessors) * (Double((stages + s - 1) / s) + wideFixedStages)
-    }
-    let candidates = 1...max(1, min(most, stages / 2))
-    guard let best = candidates.min(by: { cost($0) < cost($1) }) else { return 1 }
-    return cost(best) <= 0.9 * cost(1) ? best : 1
-  }
-
-  /// `plan` on this device. `clusters`: the launch may sum its splits in
-  /// clusters (sm_90 and newer); without them the plan is the one whose
-  /// partials `workspaceBytes` sizes.
-  public static func plan(
-    _ a: Arguments, context: CUDAContext, tiling: Tiling, clusters: Bool = false
-  ) -> (splits: Int, chunksPerSplit: Int) {
-    var problem = splitProblem(a)
-    if clusters && tiling == .rt4 && context.computeCapability.major >= 9 { problem.clusterSplits = clusterSumSplits }
-    return splitPlan(
-      problem, multiprocessors: context.multiprocessorCount, tiling: tiling,
+  /// `plan` on this device.
+  public static func plan(_ a: Arguments, context: CUDAContext, tiling: Tiling) -> (splits: Int, chunksPerSplit: Int) {
+    plan(
+      a, multiprocessors: context.multiprocessorCount, tiling: tiling,
       maxChunksPerSplit: tiling == .stream ? streamMaxChunks(context: context) : .max)
   }
 
@@ -700,30 +662,12 @@ public enum PortableKernel {
       arguments: arguments)
   }
 
-  /// How `run` launches `a`: the tiling, the splits it runs (after the
-  /// cluster fit), the kernel and its launch shape.
-  public struct LaunchPlan {
-    public var tiling: Tiling
-    public var splits: Int
-    public var chunksPerSplit: Int
-    /// Whether the splits are summed in clusters (no partials).
-    public var clusterSum: Bool
-    var kernel: CUDAFunction
-    var grid: (Int, Int, Int)
-    var block: (Int, Int, Int)
-    var sharedMemoryBytes: Int
-    var attributes: CUDAFunction.LaunchAttributes?
-    var rowBlocks: Int
-    var tokenTiles: Int
-  }
-
-  /// The kernel family's name for `a`'s dtype, pattern and epilogue.
-  static func kernelName(_ a: Arguments) -> String {
-    "samoyeds_\(a.weight.dtype)_n\(a.weight.pattern.keptRows)m\(a.weight.pattern.groupRows)_\(a.epilogue.name)"
-  }
-
-  /// The launch `run` makes for `a` (looks up and configures the kernel).
-  public static func launchPlan(_ a: Arguments, library: KernelLibrary) throws(CUDAError) -> LaunchPlan {
+  /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
+  public static func run(
+    _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
+  ) throws(CUDAError) {
+    try canImplement(a)
+    if a.count == 0 { return }
     let w = a.weight
     let tiling = tiling(a, context: library.context)
     guard let bn = tokenTile(w.pattern, tiling) else {
@@ -734,8 +678,9 @@ public enum PortableKernel {
         "tiling \(tiling) is not available for \(w.rows)x\(w.columns) \(w.pattern), \(a.tokens) tokens on \(library.architecture)")
     }
     let rt = tiling.rowTiles
-    var (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling, clusters: true)
-    let kernel = try library.function(kernelName(a) + tiling.suffix)
+    let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
+    let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
+    let kernel = try library.function(name + tiling.suffix)
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
@@ -758,35 +703,9 @@ public enum PortableKernel {
       grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
     }
     let block = (tiling == .wgmma ? wgmmaThreads : threads, 1, 1)
-    var attributes = launchAttributes(
+    let attributes = launchAttributes(
       splits: splits, tiling: tiling, kernel: kernel, grid: grid, block: block, sharedMemoryBytes: shared)
-    if splits > 1 && attributes?.cluster == nil {
-      // Splits chosen for a cluster sum that cannot run as clusters here
-      // (or do not all fit at once): the plan whose partials
-      // `workspaceBytes` sizes.
-      let planned = plan(a, context: library.context, tiling: tiling)
-      if planned != (splits, chunksPerSplit) {
-        (splits, chunksPerSplit) = planned
-        grid.2 = splits
-        attributes = launchAttributes(
-          splits: splits, tiling: tiling, kernel: kernel, grid: grid, block: block, sharedMemoryBytes: shared)
-      }
-    }
-    return LaunchPlan(
-      tiling: tiling, splits: splits, chunksPerSplit: chunksPerSplit, clusterSum: attributes?.cluster != nil,
-      kernel: kernel, grid: grid, block: block, sharedMemoryBytes: shared, attributes: attributes,
-      rowBlocks: rowBlocks, tokenTiles: tokenTiles)
-  }
-
-  /// Launches on `stream`. `workspace` must hold `workspaceBytes` bytes.
-  public static func run(
-    _ a: Arguments, workspace: DeviceBuffer?, library: KernelLibrary, stream: CUDAStream
-  ) throws(CUDAError) {
-    try canImplement(a)
-    if a.count == 0 { return }
-    let w = a.weight
-    let lp = try launchPlan(a, library: library)
-    let (tiling, splits, cluster) = (lp.tiling, lp.splits, lp.clusterSum)
+    let cluster = attributes?.cluster != nil
     let needed = cluster ? 0 : splitWorkspaceBytes(a, splits: splits)
     if needed > 0 && (workspace?.byteCount ?? 0) < needed {
       throw .invalidArgument("workspace of \(workspace?.byteCount ?? 0) bytes, split-k needs \(needed)")
@@ -813,11 +732,11 @@ public enum PortableKernel {
     bytes.int32(a.count)
     bytes.int32(w.columns)
     bytes.int32(w.pattern.vectorLength / 32)
-    bytes.int32(lp.chunksPerSplit)
+    bytes.int32(chunksPerSplit)
     bytes.int32(splits)
     bytes.pointer(a.output.address)  // aligned to 8 by `pointer`
     let inKernel =
-      !cluster && sumsSplitsInKernel(count: a.count, splits: splits, tiles: lp.rowBlocks * lp.tokenTiles, tiling: tiling)
+      !cluster && sumsSplitsInKernel(count: a.count, splits: splits, tiles: rowBlocks * tokenTiles, tiling: tiling)
     let base = workspace?.address ?? 0
     bytes.pointer(splits > 1 && !cluster ? base + CUdeviceptr(splitCounterBytes) : 0)
     bytes.pointer(inKernel ? base : 0)
@@ -827,10 +746,10 @@ public enum PortableKernel {
     arguments.append(bytes: bytes.bytes)
 
     try launch(
-      lp.kernel, grid: lp.grid, block: lp.block, sharedMemoryBytes: lp.sharedMemoryBytes, attributes: lp.attributes,
-      stream: stream, arguments: arguments)
+      kernel, grid: grid, block: block, sharedMemoryBytes: shared, attributes: attributes, stream: stream,
+      arguments: arguments)
     if splits > 1 && !inKernel && !cluster {
-      let epilogue = try library.function(kernelName(a) + "_split")
+      let epilogue = try library.function(name + "_split")
       // One group of 4 (or 2) output rows per thread, all in one round: the
       // sum is one memory latency, not a grid-stride loop of them.
       let groups = a.count * w.rows / (w.rows % 4 == 0 ? 4 : 2)

@@ -178,7 +178,7 @@ final class KernelBench {
     let workspace = workspaceBytes > 0 ? try DeviceBuffer(context: context, byteCount: workspaceBytes) : nil
     try workspace?.fill(byte: 0, on: session.stream)  // split-k counters start at zero
     let chosen = PortableKernel.tiling(arguments(first), context: context)
-    let splits = try PortableKernel.launchPlan(arguments(first), library: session.library).splits
+    let splits = PortableKernel.plan(arguments(first), context: context, tiling: chosen).splits
 
     var launch = 0
     func timeSparse(_ tiling: PortableKernel.Tiling?) throws -> Double {

@@ -247,15 +247,14 @@ import Foundation
       for count in [0, 1, 3, 16, 64, 77, 1000, 16384] {
         for forced in [nil, 1, 3, 1000] as [Int?] {
           for twoWeights in [false, true] {
-            for (maxChunks, clusters) in [(Int.max, 0), (90, 0), (2, 0), (Int.max, 8), (2, 8)] {
+            for maxChunks in [Int.max, 90, 2] {
               let problem = PortableKernel.SplitProblem(
                 pattern: pattern, rows: m, columns: k, condensedRows: condensed, weightBytes: m * k / 2,
-                count: count, twoWeights: twoWeights, splits: forced, clusterSplits: clusters)
+                count: count, twoWeights: twoWeights, splits: forced)
               let (splits, perSplit) = PortableKernel.splitPlan(
                 problem, multiprocessors: 132, tiling: tiling, maxChunksPerSplit: maxChunks)
               let chunks = k / 32
-              let label =
-                "\(tiling) \(m)x\(k) \(text) T=\(count) forced=\(String(describing: forced)) max=\(maxChunks) clusters=\(clusters)"
+              let label = "\(tiling) \(m)x\(k) \(text) T=\(count) forced=\(String(describing: forced)) max=\(maxChunks)"
               #expect(splits >= 1, "\(label)")
               #expect(perSplit % 2 == 0 && perSplit >= 2, "\(label)")
               #expect(splits * perSplit >= chunks, "\(label): chunks left over")
@@ -338,49 +337,6 @@ extension SplitPlanning {
     #expect(splits(4096, 14336, tokens: 256) == (4, 112))
     // A full grid is not split.
     #expect(splits(14336, 4096, tokens: 1024).splits == 1)
-  }
-
-  /// Summed in clusters (sm_90), rt4's splits write no partials: a small
-  /// weight whose partials' budget allowed no split now fills the wave, and
-  /// a grid of 1.45 waves splits into whole ones. Without clusters, and
-  /// where a split would gain less than a tenth, nothing changes.
-  @Test func wideTilingSplitsInClusters() {
-    func splits(_ m: Int, _ k: Int, tokens: Int, clusters: Int) -> Int {
-      let pattern = SparsePattern.default
-      let problem = PortableKernel.SplitProblem(
-        pattern: pattern, rows: m, columns: k, condensedRows: m / 2,
-        weightBytes: PackedSparseWeight.deviceBytes(rows: m, columns: k, pattern: pattern), count: tokens,
-        twoWeights: false, splits: nil, clusterSplits: clusters)
-      return PortableKernel.splitPlan(problem, multiprocessors: 132, tiling: .rt4).splits
-    }
-    // 1408x2048 at T = 1024: 3 row blocks x 16 token tiles = 48 CTAs.
-    #expect(splits(1408, 2048, tokens: 1024, clusters: 0) == 1)
-    #expect(splits(1408, 2048, tokens: 1024, clusters: 8) == 2)
-    #expect(splits(2048, 1408, tokens: 1024, clusters: 8) == 2)
-    // At most the cluster's splits: 12 CTAs at T = 256 would fill the wave with 11.
-    #expect(splits(1408, 2048, tokens: 256, clusters: 8) == 8)
-    #expect(splits(1408, 2048, tokens: 256, clusters: 4) == 4)
-    // 192 CTAs of 16 stages: 2 waves of 19.5 stages, or 3 of 11.5 when split.
-    #expect(splits(1408, 2048, tokens: 4096, clusters: 0) == 1)
-    #expect(splits(1408, 2048, tokens: 4096, clusters: 8) == 2)
-    // 448 CTAs of 32 stages: 4 waves against 7 of half the stages, under a tenth.
-    #expect(splits(14336, 4096, tokens: 1024, clusters: 8) == 1)
-    #expect(splits(14336, 4096, tokens: 4096, clusters: 8) == 1)
-    #expect(splits(2048, 1408, tokens: 4096, clusters: 8) == 1)
-    // Where the budget did not bind, the splits measured at T = 64-256 stay.
-    #expect(splits(14336, 4096, tokens: 64, clusters: 8) == 4)
-    #expect(splits(4096, 14336, tokens: 64, clusters: 8) == 16)
-    #expect(splits(4096, 14336, tokens: 256, clusters: 8) == 4)
-  }
-
-  /// `waveSplits`: whole waves against the fixed cost of each split.
-  @Test func waveSplitsModel() {
-    #expect(PortableKernel.waveSplits(ctas: 132, stages: 32, multiprocessors: 132, most: 8) == 1)
-    // One CTA past a wave: 2 waves of 35.5 stages, or 5 of 11.5 in 4 splits.
-    #expect(PortableKernel.waveSplits(ctas: 133, stages: 32, multiprocessors: 132, most: 8) == 4)
-    #expect(PortableKernel.waveSplits(ctas: 192, stages: 16, multiprocessors: 132, most: 8) == 2)
-    #expect(PortableKernel.waveSplits(ctas: 192, stages: 16, multiprocessors: 132, most: 1) == 1)
-    #expect(PortableKernel.waveSplits(ctas: 192, stages: 1, multiprocessors: 132, most: 8) == 1)
   }
 }
 
