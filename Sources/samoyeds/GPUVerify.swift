@@ -79,6 +79,14 @@ struct GPUVerifier {
     }
     result.append(Case(m: 256, k: 4096, pattern: "1:2:128", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .rt4))
     result.append(Case(m: 256, k: 4096, pattern: "1:2:128", count: 65, dtype: .bf16, epilogue: "silu", splits: 1, tiling: .rt4))
+    // rt4's own splits where a cluster sum lifts the partials' budget (sm_90:
+    // 2 splits of 48 and 64 CTAs at T = 1000; 1408x2048 at T = 4096, 192 CTAs,
+    // splits for whole waves).
+    for (m, k, count) in [(1408, 2048, 1000), (2048, 1408, 1000), (1408, 2048, 4096)] {
+      for epilogue in ["store", "silu"] {
+        result.append(Case(m: m, k: k, pattern: "1:2:128", count: count, dtype: .bf16, epilogue: epilogue, splits: nil, tiling: .rt4))
+      }
+    }
     result.append(Case(m: 256, k: 1440, pattern: "1:2:32", count: 300, dtype: .bf16, epilogue: "silu", splits: 2, tiling: .wgmma))
     // Split-k summed by each tile's last split (T <= 16), on every tiling and
     // epilogue, patterns with one and with two kept rows (the tile's atomics).

@@ -3,7 +3,7 @@
 #   EXP_NOMMA   no token fragment loads and no mma.sp (the weight fragment
 #               and metadata are folded into the running total instead)
 #   EXP_NOSEL   no row-selection fold after each chunk
-#   EXP_NOTOK   no token-row staging at the start
+#   EXP_NOTOK   no token-row staging
 #   EXP_NOEPI   no epilogue (the tile is stored only if a total is one
 #               particular NaN, which keeps the work alive)
 # Fails if the source no longer has the lines it patches.
@@ -24,13 +24,13 @@ rep("""      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layou
 #ifndef EXP_NOSEL
       selection.afterChunk(bank, acc, i == myChunks - 1);
 #endif""")
-rep("""    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
-      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);""",
+rep("""    for (int c = from + threadIdx.x / (BN * 4); c < to; c += kThreads / (BN * 4)) {
+      cpAsync16(tokenSlot + c * Layout::chunkBytes, tokenSource + c * kChunk, tokenValid);""",
 """#ifdef EXP_NOTOK
     if (args.count < 0)
 #endif
-    for (int c = threadIdx.x / (BN * 4); c < myChunks; c += kThreads / (BN * 4)) {
-      cpAsync16(dst + c * Layout::chunkBytes, src + c * kChunk, valid);""")
+    for (int c = from + threadIdx.x / (BN * 4); c < to; c += kThreads / (BN * 4)) {
+      cpAsync16(tokenSlot + c * Layout::chunkBytes, tokenSource + c * kChunk, tokenValid);""")
 rep("""  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z, threadIdx.x);
 }""",
 """#ifdef EXP_NOEPI
