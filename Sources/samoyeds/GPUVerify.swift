@@ -72,6 +72,14 @@ struct GPUVerifier {
       }
     }
     result.append(Case(m: 256, k: 4096, pattern: "1:2:256", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .wgmma))
+    // The persistent Hopper CTA over more tiles than SMs: 16 row blocks (the
+    // last partial: m = 4000) x 10 token tiles (the last 48 tokens), so CTAs
+    // run two tiles, the ring running on from one to the next.
+    for (pattern, dtype, epilogue) in [
+      ("1:2:128", DType.bf16, "store"), ("1:2:128", .bf16, "slots"), ("1:2:128", .fp16, "add"), ("1:2:256", .bf16, "store"),
+    ] {
+      result.append(Case(m: 4000, k: 1024, pattern: pattern, count: 1200, dtype: dtype, epilogue: epilogue, splits: 1, tiling: .wgmma))
+    }
     // rt4's ring (3 stages of one vector) over many laps: 32 stages, a
     // partial row block (m = 34 + 128), splits of 11 stages.
     for (m, count) in [(128, 77), (128, 1000), (162, 130)] {
