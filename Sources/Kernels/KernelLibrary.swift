@@ -51,7 +51,7 @@ public final class KernelLibrary: @unchecked Sendable {
 
   /// Entry points of the Hopper family (`dual_sparse_gemm_sm90.cu`): the
   /// portable names with `_sm90` and `_sm90_grouped`, every pattern, dtype
-  /// and epilogue, and `_sm90p` (the persistent CTA) where it is built.
+  /// and epilogue.
   static var sm90EntryPoints: [String] {
     var names: [String] = []
     for dtype in ["bf16", "fp16"] {
@@ -59,9 +59,6 @@ public final class KernelLibrary: @unchecked Sendable {
         for epilogue in ["store", "silu", "add", "slots"] {
           let name = "samoyeds_\(dtype)_n\(pattern.n)m\(pattern.m)_\(epilogue)_sm90"
           names += [name, name + "_grouped"]
-          if PortableKernel.hasPersistentWgmma(keptRows: pattern.n, groupRows: pattern.m, epilogue: epilogue) {
-            names.append(name + "p")
-          }
         }
       }
     }

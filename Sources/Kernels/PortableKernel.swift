@@ -597,26 +597,6 @@ public enum PortableKernel {
     splits > 1 && splits <= clusterSumSplits && (tiling == .stream || tiling == .rt4) && acceptsLaunchAttributes
   }
 
-  /// Whether the Hopper kernel's persistent CTA (`_sm90p`) is built for a
-  /// pattern and epilogue: 1:2 (one kept bank, stored straight from
-  /// registers), not the SiLU mode (its gate and up rows sit in two
-  /// warpgroups and meet in shared memory).
-  public static func hasPersistentWgmma(keptRows: Int, groupRows: Int, epilogue: String) -> Bool {
-    keptRows == 1 && groupRows == 2 && epilogue != "silu"
-  }
-
-  /// Whether wgmma launches of one split run the persistent CTA where it
-  /// is built (one CTA per SM looping over the tiles, docs/KERNELS.md);
-  /// `SAMOYEDS_WGMMA_PERSISTENT=0` keeps one CTA per tile.
-  static let wgmmaPersistent: Bool = ProcessInfo.processInfo.environment["SAMOYEDS_WGMMA_PERSISTENT"] != "0"
-
-  /// Whether a launch of `tiling` with `splits` splits runs the persistent CTA.
-  static func runsPersistent(_ a: Arguments, tiling: Tiling, splits: Int) -> Bool {
-    wgmmaPersistent && tiling == .wgmma && splits == 1
-      && hasPersistentWgmma(
-        keptRows: a.weight.pattern.keptRows, groupRows: a.weight.pattern.groupRows, epilogue: a.epilogue.name)
-  }
-
   /// Whether streaming launches start while the kernel before them in
   /// their stream still runs (programmatic dependent launch, sm_90 and
   /// newer): they stream their first weight chunks, then wait for it
@@ -700,8 +680,7 @@ public enum PortableKernel {
     let rt = tiling.rowTiles
     let (splits, chunksPerSplit) = plan(a, context: library.context, tiling: tiling)
     let name = "samoyeds_\(w.dtype)_n\(w.pattern.keptRows)m\(w.pattern.groupRows)_\(a.epilogue.name)"
-    let persistent = runsPersistent(a, tiling: tiling, splits: splits)
-    let kernel = try library.function(name + tiling.suffix + (persistent ? "p" : ""))
+    let kernel = try library.function(name + tiling.suffix)
     let shared =
       tiling == .stream
       ? streamSharedBytes(chunks: chunksPerSplit, pattern: w.pattern)
@@ -722,10 +701,6 @@ public enum PortableKernel {
       // 3); the pair's extra tile past the tokens stores nothing.
       let cluster = kernel.requiredClusterShape()
       grid.1 = (grid.1 + cluster.1 - 1) / cluster.1 * cluster.1
-    }
-    if persistent {
-      // One CTA per SM (at most one per tile), each looping over tiles.
-      grid = (min(rowBlocks * tokenTiles, library.context.multiprocessorCount), 1, 1)
     }
     let block = (tiling == .wgmma ? wgmmaThreads : threads, 1, 1)
     let attributes = launchAttributes(

@@ -72,9 +72,8 @@ struct GPUVerifier {
       }
     }
     result.append(Case(m: 256, k: 4096, pattern: "1:2:256", count: 300, dtype: .bf16, epilogue: "slots", splits: 3, tiling: .wgmma))
-    // The persistent Hopper CTA over more tiles than SMs: 16 row blocks (the
-    // last partial: m = 4000) x 10 token tiles (the last 48 tokens), so CTAs
-    // run two tiles, the ring running on from one to the next.
+    // The Hopper kernel over more tiles than SMs: 16 row blocks (the last
+    // partial: m = 4000) x 10 token tiles (the last 48 tokens).
     for (pattern, dtype, epilogue) in [
       ("1:2:128", DType.bf16, "store"), ("1:2:128", .bf16, "slots"), ("1:2:128", .fp16, "add"), ("1:2:256", .bf16, "store"),
     ] {

@@ -94,22 +94,15 @@ import Foundation
     for name in KernelLibrary.sm90EntryPoints {
       let prefix = name.split(separator: "_").prefix(3).joined(separator: "_")
       #expect(hopper.contains("SAMOYEDS_SM90_EPILOGUES(\(prefix),"), "\(name): no \(prefix) in dual_sparse_gemm_sm90.cu")
-      // The persistent CTA, made by SAMOYEDS_SM90P from prefix_epilogue.
-      if name.hasSuffix("_sm90p") {
-        let stem = name.dropLast("_sm90p".count)
-        #expect(hopper.contains("SAMOYEDS_SM90P(\(stem),"), "\(name): no SAMOYEDS_SM90P(\(stem), in dual_sparse_gemm_sm90.cu")
-      }
     }
-    // The persistent CTA: 1:2, bf16 and fp16, every epilogue but SiLU.
-    #expect(KernelLibrary.sm90EntryPoints.filter { $0.hasSuffix("_sm90p") }.count == 2 * 3)
     // Per dtype, pattern and epilogue: rt1, rt2, split, stream, stream_grouped
     // (+ bn32, rt2x2, rt4 for 1:2); then logits (bf16, fp16), select, scan,
     // scatter, the shared gate and the decode routing (bf16, fp16); then sm90
-    // and sm90_grouped, and sm90p (1:2: store, add, slots).
+    // and sm90_grouped.
     #expect(
       KernelLibrary.entryPoints.count
         == 2 + 2 * PortableKernel.supportedPatterns.count * 4 * 5 + 2 * 4 * 3 + 9
-        + 2 * PortableKernel.supportedPatterns.count * 4 * 2 + 2 * 3)
+        + 2 * PortableKernel.supportedPatterns.count * 4 * 2)
     #expect(Set(KernelLibrary.entryPoints).count == KernelLibrary.entryPoints.count, "an entry point twice")
   }
 

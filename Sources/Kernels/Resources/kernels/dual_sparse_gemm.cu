@@ -763,9 +763,10 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 // through a private ring of kStreamDepth chunks in shared memory with
 // cp.async: it waits only for its own copies (cp.async.wait_group), so the
 // loop has no barrier and kStreamDepth - 1 chunks per warp stay in flight.
-// The CTA's token rows for its whole k range are staged in shared memory
-// kTokenSegment chunks at a time: the first segment before the loop, each
-// next one while the loop runs the one before (one barrier per segment).
+// The CTA's token rows for its whole k range are staged in shared memory,
+// in a tile of more than half its rows kTokenSegment chunks at a time: the
+// first segment before the loop, each next one while the loop runs the one
+// before (one barrier per segment); otherwise all at the start.
 // Grid: x = token
 // tiles (CTAs on the same weight rows run together, so re-reads hit L2),
 // y = row blocks of kWarps tiles (half per weight in the SiLU mode),
@@ -778,8 +779,9 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 // then reused for the epilogue tile.
 
 constexpr int kStreamDepth = 8;  // chunks per lane's ring (7 in flight)
-// Chunks of token rows staged at a time (L): the first segment before the
-// loop, segment s + 1 while the loop runs segment s. Issued at step s·L,
+// Chunks of token rows staged at a time (L) in a tile of more than half
+// its rows: the first segment before the loop, segment s + 1 while the
+// loop runs segment s. Issued at step s·L,
 // segment s + 1's copies join the lane ring's cp.async group of chunk
 // s·L + D - 1, which step s·L + D - 1 waits for: before step (s + 1)·L,
 // where the segment is first read, when L >= D.
@@ -876,8 +878,12 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
                                 (size_t)(tokenValid ? args.rows[tokenBase + piece / 4] : 0) * args.k +
                                 (size_t)firstChunk * kChunk + (piece % 4) * 8;
   unsigned char* tokenSlot = smem + (piece / 4) * kBRowBytes + (piece % 4) * 16;
+  // A tile of at most half its rows stages them at once: the copies are few,
+  // and segments would only add barriers (the MoE layer's grouped launches
+  // at decode, 1-4 tokens per expert, were 5-7% slower segmented).
+  const int segment = args.count - tokenBase > BN / 2 ? kTokenSegment : max(myChunks, kTokenSegment);
   auto stageTokens = [&](int from) {
-    const int to = min(myChunks, from + kTokenSegment);
+    const int to = min(myChunks, from + segment);
     for (int c = from + threadIdx.x / (BN * 4); c < to; c += kThreads / (BN * 4)) {
       cpAsync16(tokenSlot + c * Layout::chunkBytes, tokenSource + c * kChunk, tokenValid);
     }
@@ -905,15 +911,16 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
       selection.afterChunk(bank, acc, i == myChunks - 1);
     }
   };
-  for (int i = 0; i < myChunks; i += 2) {
-    if (i % kTokenSegment == 0) {
+  for (int i = 0, nextSegment = 0; i < myChunks; i += 2) {
+    if (i == nextSegment) {
       // Segment i / kTokenSegment landed: each thread's copies of it joined
       // the ring's group of chunk i - kTokenSegment + D - 1, which its step
       // of that chunk waited for; the barrier publishes them. Then the next
       // segment's copies, which join the group of chunk i + D - 1 (issued
       // by this step).
       if (i > 0) __syncthreads();
-      stageTokens(i + kTokenSegment);
+      stageTokens(i + segment);
+      nextSegment += segment;
     }
     step(i, Constant<true>{});
     if (i + 1 < myChunks) step(i + 1, Constant<false>{});

@@ -317,9 +317,9 @@ struct Ring {
     __syncthreads();
   }
 
-  // Producer: stage g of the CTA (counted over all its tiles) into slot
-  // g % kStages once the consumers released it; publishes stage g - 2
-  // (its copies landed; two stages stay in flight).
+  // Producer: stage g of the CTA into slot g % kStages once the consumers
+  // released it; publishes stage g - 2 (its copies landed; two stages stay
+  // in flight).
   template <int EPILOGUE>
   __device__ __forceinline__ void produce(const GemmArgs& args, const TileCopies<BN, EPILOGUE>& copies, int i, int g) {
     const int s = g % kStages;
@@ -345,24 +345,6 @@ struct Ring {
     return s;
   }
 };
-
-// Per-thread registers of the persistent CTA's roles (setmaxnreg): the
-// launch gives every thread 168 (384 threads, one CTA per SM); the
-// producer gives back down to 40 first, then the consumers take 232
-// (128 x 40 + 256 x 232 = 64,512 = 384 x 168). Without it the persistent
-// consumers (the tile loop's state beside 128 accumulators) spill.
-constexpr int kProducerRegisters = 72;
-constexpr int kConsumerRegisters = 216;
-static_assert(kProducerThreads * kProducerRegisters + kThreads * kConsumerRegisters <= kCTAThreads * 168,
-              "the roles' registers fit the launch's");
-template <int R>
-__device__ __forceinline__ void registersDown() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
-}
-template <int R>
-__device__ __forceinline__ void registersUp() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
-}
 
 // The warpgroup index as a value the compiler knows is uniform across each
 // warp (as CUTLASS's canonical_warp_group_idx): with a plain threadIdx test
@@ -433,67 +415,6 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
                                                          blockIdx.z, thread);
 }
 
-// The persistent CTA (`_sm90p`: 1:2 patterns, one split, the store and
-// scale epilogues): grid = min(tiles, SMs), CTA b takes tiles b, b + grid,
-// … (row blocks fastest), and the ring runs on across them: the producer
-// fills the next tile's first stages while the consumers finish this one,
-// and the consumers store straight from registers (storeTileDirect), so
-// the ring is never needed for the epilogue. What a CTA of the other entry
-// pays once per tile — its launch, the pipeline's first fill, the staged
-// epilogue — overlaps the neighbouring tiles' work here.
-template <typename T, int N, int M, int BN, int EPILOGUE>
-__device__ __forceinline__ void wgmmaPersistent(const GemmArgs& args) {
-  static_assert(N == 1 && M == 2 && EPILOGUE != kSiluMul, "direct epilogue: one kept bank, no SiLU pairing");
-  constexpr int NT = BN / 8;
-  using L = Stage<BN>;
-  extern __shared__ __align__(1024) unsigned char sharedRaw[];
-  Ring<BN, N, M> ring(sharedRaw);
-
-  const int chunks = args.k / kChunk;
-  const int stages = (chunks + kStageChunks - 1) / kStageChunks;
-  const int rowBlocks = ((args.w0.mc + kTileRows - 1) / kTileRows + kWarps - 1) / kWarps;
-  const int tiles = rowBlocks * ((args.count + BN - 1) / BN);
-
-  if (warpGroupIndex() == 0) {
-    // ================= producer =================
-    registersDown<kProducerRegisters>();
-    int g = 0;
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-      const TileCopies<BN, EPILOGUE> copies(args, threadIdx.x, t % rowBlocks, t / rowBlocks * BN, 0, chunks);
-      for (int i = 0; i < stages; ++i, ++g) ring.produce(args, copies, i, g);
-    }
-    ring.finishProducing(g);
-    return;
-  }
-
-  // ================= consumers =================
-  registersUp<kConsumerRegisters>();
-  const int thread = threadIdx.x - kProducerThreads;
-  const int warp = thread / 32;
-  const int lane = thread % 32;
-  const int aOffset = L::a + (warp * kStageChunks * 32 + lane) * 16;
-  const int eOffset = L::e + (warp * (kStageChunks / 2) * 32 + lane) * 4;
-  int g = 0;
-  for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const int rowBlock = t % rowBlocks;
-    const WarpTiles<EPILOGUE, 1> warpTiles(args, warp, rowBlock);
-    float acc[1][NT][4];
-    float bank[1][1][NT][4];
-    RowSelection<N, M, 1, NT>::zero(bank, acc);
-    RowSelection<N, M, 1, NT> selection;
-    selection.start(warpTiles.weight, warpTiles.first, lane, 0, args.vectorChunks,
-                    args.k / (args.vectorChunks * kChunk), warpTiles.has());
-    for (int i = 0; i < stages; ++i, ++g) {
-      const int s = ring.awaitStage(g);
-      consumeStage<T, N, M, BN>(acc, bank, selection, ring.smem + s * L::bytes, ring.smemAddress + s * L::bytes,
-                                aOffset, eOffset, i, chunks);
-      mbarrierArrive(ring.emptyBarrier + 8 * s);
-    }
-    selection.finish(bank, acc);
-    if (warpTiles.has()) storeTileDirect<T, 1, BN, 1, EPILOGUE>(args, bank, acc, rowBlock, t / rowBlocks * BN, 0, warp, lane);
-  }
-}
-
 }  // namespace sm90
 }  // namespace samoyeds
 
@@ -521,13 +442,6 @@ __device__ __forceinline__ void wgmmaPersistent(const GemmArgs& args) {
     samoyeds::sm90::wgmmaGemm<T, N, M, BN, EPI>(expert, tokenTile);                             \
   }
 
-// `_sm90p`: the persistent CTA (1:2 patterns; store, scale-add, scale-to-slots).
-#define SAMOYEDS_SM90P(NAME, T, BN, EPI)                                                        \
-  extern "C" __global__ void __launch_bounds__(samoyeds::sm90::kCTAThreads, 1)                  \
-      NAME##_sm90p(const samoyeds::GemmArgs args) {                                             \
-    samoyeds::sm90::wgmmaPersistent<T, 1, 2, BN, EPI>(args);                                    \
-  }
-
 #define SAMOYEDS_SM90_EPILOGUES(PREFIX, T, N, M, BN)               \
   SAMOYEDS_SM90(PREFIX##_store, T, N, M, BN, samoyeds::kStore)     \
   SAMOYEDS_SM90(PREFIX##_silu, T, N, M, BN, samoyeds::kSiluMul)    \
@@ -539,12 +453,6 @@ __device__ __forceinline__ void wgmmaPersistent(const GemmArgs& args) {
 // 1:8: 8 x 16).
 SAMOYEDS_SM90_EPILOGUES(samoyeds_bf16_n1m2, samoyeds::bf16, 1, 2, 128)
 SAMOYEDS_SM90_EPILOGUES(samoyeds_fp16_n1m2, samoyeds::fp16, 1, 2, 128)
-SAMOYEDS_SM90P(samoyeds_bf16_n1m2_store, samoyeds::bf16, 128, samoyeds::kStore)
-SAMOYEDS_SM90P(samoyeds_bf16_n1m2_add, samoyeds::bf16, 128, samoyeds::kScaleAdd)
-SAMOYEDS_SM90P(samoyeds_bf16_n1m2_slots, samoyeds::bf16, 128, samoyeds::kScaleSlots)
-SAMOYEDS_SM90P(samoyeds_fp16_n1m2_store, samoyeds::fp16, 128, samoyeds::kStore)
-SAMOYEDS_SM90P(samoyeds_fp16_n1m2_add, samoyeds::fp16, 128, samoyeds::kScaleAdd)
-SAMOYEDS_SM90P(samoyeds_fp16_n1m2_slots, samoyeds::fp16, 128, samoyeds::kScaleSlots)
 SAMOYEDS_SM90_EPILOGUES(samoyeds_bf16_n1m4, samoyeds::bf16, 1, 4, 64)
 SAMOYEDS_SM90_EPILOGUES(samoyeds_fp16_n1m4, samoyeds::fp16, 1, 4, 64)
 SAMOYEDS_SM90_EPILOGUES(samoyeds_bf16_n2m4, samoyeds::bf16, 2, 4, 64)
