@@ -169,191 +169,6 @@ struct BarrierLayout {
   static constexpr int bytes = empty + kStages * 8;
 };
 
-// One producer thread's copies of a tile (row block, token tile, k range
-// [firstChunk, lastChunk)): sources and destinations resolved once, then
-// one stage at a time. Thread p copies, for consumer warp j, lane p % 32
-// of chunk p / 32 of A; metadata words q = p + 128 jj (warp 2 jj + p / 64,
-// pair (p / 32) % 2, lane p % 32); and pieces p % 8 of both 128-byte halves
-// (slabs) of token rows p / 8 + 16 r.
-template <int BN, int EPILOGUE>
-struct TileCopies {
-  static constexpr int kRowsPerThread = BN / 16;
-  using L = Stage<BN>;
-  const uint4* aSource[kWarps];
-  const uint32_t* eSource[kWarps / 2];
-  uint32_t bOffset[kRowsPerThread];  // element offset of the row's piece in X
-  unsigned aValid = 0;               // bit j: warp j has rows
-  unsigned bValid = 0;               // bit r: row r is a token
-  int aDestination, eDestination, bDestination, ePair, firstChunk, lastChunk, p;
-
-  __device__ __forceinline__ TileCopies(const GemmArgs& args, int thread, int rowBlock, int tokenBase, int first,
-                                        int last)
-      : firstChunk(first), lastChunk(last), p(thread) {
-    const int chunks = args.k / kChunk;
-    const int chunkPairs = (chunks + 1) / 2;
-#pragma unroll
-    for (int j = 0; j < kWarps; ++j) {
-      const WarpTiles<EPILOGUE, 1> tiles(args, j, rowBlock);
-      const bool valid = tiles.has();
-      aValid |= unsigned(valid) << j;
-      aSource[j] = tiles.weight.a + ((size_t)(valid ? tiles.first : 0) * chunks + firstChunk + p / 32) * 32 + p % 32;
-    }
-    aDestination = L::a + ((p / 32) * 32 + p % 32) * 16;  // + j * kStageChunks * 32 * 16
-    ePair = (p / 32) % 2;
-#pragma unroll
-    for (int jj = 0; jj < kWarps / 2; ++jj) {
-      const int j = 2 * jj + p / 64;
-      const WarpTiles<EPILOGUE, 1> tiles(args, j, rowBlock);
-      eSource[jj] = tiles.weight.e +
-                    ((size_t)(((aValid >> j) & 1) ? tiles.first : 0) * chunkPairs + firstChunk / 2 + ePair) * 32 + p % 32;
-    }
-    eDestination = L::e + ((p / 64) * 2 * 32 + ePair * 32 + p % 32) * 4;  // + jj * 4 * 32 * 4
-#pragma unroll
-    for (int r = 0; r < kRowsPerThread; ++r) {
-      const int token = tokenBase + p / 8 + 16 * r;
-      const bool valid = token < args.count;
-      bValid |= unsigned(valid) << r;
-      bOffset[r] = uint32_t(valid ? args.rows[token] : 0) * uint32_t(args.k) + uint32_t(firstChunk * kChunk + (p % 8) * 8);
-    }
-    bDestination = L::b + (p / 8) * 128 + (((p % 8) ^ ((p / 8) % 8)) * 16);
-  }
-
-  // Stage i of the tile into `base` (not committed).
-  __device__ __forceinline__ void issue(const GemmArgs& args, unsigned char* base, int i) const {
-    const int chunk0 = firstChunk + i * kStageChunks;
-    const bool aInSplit = chunk0 + p / 32 < lastChunk;
-#pragma unroll
-    for (int j = 0; j < kWarps; ++j) {
-      const bool valid = ((aValid >> j) & 1) && aInSplit;
-      cpAsync16(base + aDestination + j * kStageChunks * 32 * 16, aSource[j] + (valid ? i * kStageChunks * 32 : 0), valid);
-    }
-    const bool eInSplit = chunk0 + 2 * ePair < lastChunk;
-#pragma unroll
-    for (int jj = 0; jj < kWarps / 2; ++jj) {
-      const bool valid = ((aValid >> (2 * jj + p / 64)) & 1) && eInSplit;
-      cpAsync4(base + eDestination + jj * 4 * 32 * 4, eSource[jj] + (valid ? i * (kStageChunks / 2) * 32 : 0), valid);
-    }
-#pragma unroll
-    for (int slab = 0; slab < 2; ++slab) {
-      const bool inSplit = chunk0 + slab * 2 + (p % 8) / 4 < lastChunk;
-#pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const bool valid = ((bValid >> r) & 1) && inSplit;
-        cpAsync16(base + bDestination + slab * L::slab + r * 16 * 128,
-                  args.x + (valid ? bOffset[r] + uint32_t(i * kStageChunks * kChunk + slab * 64) : 0u), valid);
-      }
-    }
-  }
-};
-
-// A consumer warpgroup's work on stage i of its k range, held in `base`
-// (shared address `baseAddress`): 4 wgmma.sp, the fold at each vector's
-// end, and a drain at the end (ptxas then sees no wgmma in flight across
-// the callers' loops or branches, and neither serializes nor injects waits).
-template <typename T, int N, int M, int BN>
-__device__ __forceinline__ void consumeStage(float (&acc)[1][BN / 8][4], float (&bank)[M - N][1][BN / 8][4],
-                                             RowSelection<N, M, 1, BN / 8>& selection, const unsigned char* base,
-                                             uint32_t baseAddress, int aOffset, int eOffset, int i, int myChunks) {
-  using L = Stage<BN>;
-  uint4 a[kStageChunks];
-  uint32_t e[kStageChunks / 2];
-#pragma unroll
-  for (int c = 0; c < kStageChunks; ++c) a[c] = *reinterpret_cast<const uint4*>(base + aOffset + c * 32 * 16);
-#pragma unroll
-  for (int q = 0; q < kStageChunks / 2; ++q) e[q] = *reinterpret_cast<const uint32_t*>(base + eOffset + q * 32 * 4);
-  const uint64_t descriptor = sw128Descriptor(baseAddress + L::b);
-  wgmmaFence();
-  // Chunk C of the stage (a compile-time constant: the selector is an immediate).
-  auto chunkStep = [&](auto constant) {
-    constexpr int c = decltype(constant)::value;
-    const int chunk = i * kStageChunks + c;  // of the k range
-    if (chunk < myChunks) {                  // uniform over the CTA
-      // Chunk c reads slab c / 2 at byte 64 (c % 2) of each 128-byte row.
-      const uint64_t b = descriptor + (c / 2) * (L::slab >> 4) + (c % 2) * (64 >> 4);
-      Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);
-      const bool last = chunk == myChunks - 1;
-      if (selection.foldsAfterChunk(last)) {
-        // The fold reads the running total: only after the wgmma completed
-        // (lexically inside this branch, so ptxas sees no read in flight).
-        wgmmaCommit();
-        wgmmaWait<0>();
-        selection.afterChunk(bank, acc, last);
-      } else {
-        selection.skipChunk();
-      }
-    }
-  };
-  static_assert(kStageChunks == 4, "four chunk steps below");
-  chunkStep(Int<0>{});
-  chunkStep(Int<1>{});
-  chunkStep(Int<2>{});
-  chunkStep(Int<3>{});
-  wgmmaCommit();
-  wgmmaWait<0>();
-}
-
-// The CTA's shared memory (1024-aligned: the host asks for 1 KB extra) and
-// its stage barriers, initialized (full: the producer's 128 threads; empty:
-// the consumers' 256).
-template <int BN, int N, int M>
-struct Ring {
-  unsigned char* smem;
-  uint32_t smemAddress, fullBarrier, emptyBarrier;
-
-  __device__ __forceinline__ explicit Ring(unsigned char* sharedRaw) {
-    using B = BarrierLayout<BN, N, M>;
-    const uint32_t rawAddress = (uint32_t)__cvta_generic_to_shared(sharedRaw);
-    smem = sharedRaw + ((1024 - (rawAddress & 1023)) & 1023);
-    smemAddress = (uint32_t)__cvta_generic_to_shared(smem);
-    fullBarrier = smemAddress + B::full;
-    emptyBarrier = smemAddress + B::empty;
-    if (threadIdx.x == 0) {
-#pragma unroll
-      for (int s = 0; s < kStages; ++s) {
-        mbarrierInit(fullBarrier + 8 * s, kProducerThreads);
-        mbarrierInit(emptyBarrier + 8 * s, kThreads);
-      }
-    }
-    __syncthreads();
-  }
-
-  // Producer: stage g of the CTA into slot g % kStages once the consumers
-  // released it; publishes stage g - 2 (its copies landed; two stages stay
-  // in flight).
-  template <int EPILOGUE>
-  __device__ __forceinline__ void produce(const GemmArgs& args, const TileCopies<BN, EPILOGUE>& copies, int i, int g) {
-    const int s = g % kStages;
-    if (g >= kStages) mbarrierWait(emptyBarrier + 8 * s, ((g / kStages) + 1) & 1);
-    copies.issue(args, smem + s * Stage<BN>::bytes, i);
-    cpAsyncCommit();
-    if (g >= 2) {
-      cpAsyncWait<2>();
-      fenceProxyAsync();  // generic-proxy writes, read next by wgmma (async proxy)
-      mbarrierArrive(fullBarrier + 8 * ((g - 2) % kStages));
-    }
-  }
-  // Producer, after its last stage g - 1: publishes the last two.
-  __device__ __forceinline__ void finishProducing(int g) {
-    cpAsyncWait<0>();
-    fenceProxyAsync();
-    for (int j = max(0, g - 2); j < g; ++j) mbarrierArrive(fullBarrier + 8 * (j % kStages));
-  }
-  // Consumer: waits for stage g; its slot.
-  __device__ __forceinline__ int awaitStage(int g) const {
-    const int s = g % kStages;
-    mbarrierWait(fullBarrier + 8 * s, (g / kStages) & 1);
-    return s;
-  }
-};
-
-// The warpgroup index as a value the compiler knows is uniform across each
-// warp (as CUTLASS's canonical_warp_group_idx): with a plain threadIdx test
-// ptxas treats the consumer code as a divergent path and serializes every
-// wgmma (advisory C7519).
-__device__ __forceinline__ int warpGroupIndex() {
-  return __shfl_sync(0xffffffffu, int(threadIdx.x) / kProducerThreads, 0);
-}
-
 // Warp-specialized CTA: warpgroup 0 produces (cp.async of weight fragments,
 // metadata and gathered token rows into the ring), warpgroups 1 and 2
 // consume (wgmma.sp, fold, epilogue). Stage s has two mbarriers: full[s]
@@ -367,21 +182,112 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
   constexpr int BANKS = M - N + 1;
   constexpr int NT = BN / 8;
   using L = Stage<BN>;
+  using B = BarrierLayout<BN, N, M>;
   extern __shared__ __align__(1024) unsigned char sharedRaw[];
-  Ring<BN, N, M> ring(sharedRaw);
+  // SW128 atoms must start on 1024-byte boundaries (the host asks for 1 KB extra).
+  const uint32_t rawAddress = (uint32_t)__cvta_generic_to_shared(sharedRaw);
+  unsigned char* smem = sharedRaw + ((1024 - (rawAddress & 1023)) & 1023);
+  const uint32_t smemAddress = (uint32_t)__cvta_generic_to_shared(smem);
+  const uint32_t fullBarrier = smemAddress + B::full;
+  const uint32_t emptyBarrier = smemAddress + B::empty;
 
   const int tokenBase = tokenTile * BN;
   const int chunks = args.k / kChunk;
+  const int chunkPairs = (chunks + 1) / 2;
   const int firstChunk = blockIdx.z * args.chunksPerSplit;  // even
   const int lastChunk = min(chunks, firstChunk + args.chunksPerSplit);
   const int myChunks = lastChunk - firstChunk;
   const int myStages = (myChunks + kStageChunks - 1) / kStageChunks;
 
-  if (warpGroupIndex() == 0) {
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {
+      mbarrierInit(fullBarrier + 8 * s, kProducerThreads);
+      mbarrierInit(emptyBarrier + 8 * s, kThreads);
+    }
+  }
+  __syncthreads();
+
+  // The role as a value the compiler knows is uniform across each warp
+  // (as CUTLASS's canonical_warp_group_idx): with a plain threadIdx test
+  // ptxas treats the consumer code as a divergent path and serializes
+  // every wgmma (advisory C7519).
+  const int warpGroup = __shfl_sync(0xffffffffu, int(threadIdx.x) / kProducerThreads, 0);
+  if (warpGroup == 0) {
     // ================= producer =================
-    const TileCopies<BN, EPILOGUE> copies(args, threadIdx.x, blockIdx.x, tokenBase, firstChunk, lastChunk);
-    for (int i = 0; i < myStages; ++i) ring.produce(args, copies, i, i);
-    ring.finishProducing(myStages);
+    const int p = threadIdx.x;
+    // A: for consumer warp j, lane p % 32 of chunk p / 32 of the stage.
+    const uint4* aSource[kWarps];
+    unsigned aValid = 0;  // bit j: warp j has rows
+#pragma unroll
+    for (int j = 0; j < kWarps; ++j) {
+      const WarpTiles<EPILOGUE, 1> tiles(args, j, blockIdx.x);
+      const bool valid = tiles.has();
+      aValid |= unsigned(valid) << j;
+      aSource[j] = tiles.weight.a + ((size_t)(valid ? tiles.first : 0) * chunks + firstChunk + p / 32) * 32 + p % 32;
+    }
+    const int aDestination = L::a + ((p / 32) * 32 + p % 32) * 16;  // + j * kStageChunks * 32 * 16
+    // E: words q = p + 128 jj: warp 2 jj + p / 64, pair (p / 32) % 2, lane p % 32.
+    const int ePair = (p / 32) % 2;
+    const uint32_t* eSource[kWarps / 2];
+#pragma unroll
+    for (int jj = 0; jj < kWarps / 2; ++jj) {
+      const int j = 2 * jj + p / 64;
+      const WarpTiles<EPILOGUE, 1> tiles(args, j, blockIdx.x);
+      eSource[jj] = tiles.weight.e + ((size_t)(((aValid >> j) & 1) ? tiles.first : 0) * chunkPairs + firstChunk / 2 + ePair) * 32 + p % 32;
+    }
+    const int eDestination = L::e + ((p / 64) * 2 * 32 + ePair * 32 + p % 32) * 4;  // + jj * 4 * 32 * 4
+    // B: pieces p % 8 of both 128-byte halves (slabs) of token rows p / 8 + 16 r.
+    constexpr int kRowsPerThread = BN / 16;
+    uint32_t bOffset[kRowsPerThread];  // element offset of the row's piece in X
+    unsigned bValid = 0;
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      const int token = tokenBase + p / 8 + 16 * r;
+      const bool valid = token < args.count;
+      bValid |= unsigned(valid) << r;
+      bOffset[r] = uint32_t(valid ? args.rows[token] : 0) * uint32_t(args.k) + uint32_t(firstChunk * kChunk + (p % 8) * 8);
+    }
+    const int bDestination = L::b + (p / 8) * 128 + (((p % 8) ^ ((p / 8) % 8)) * 16);
+
+    for (int i = 0; i < myStages; ++i) {
+      const int s = i % kStages;
+      if (i >= kStages) mbarrierWait(emptyBarrier + 8 * s, ((i / kStages) + 1) & 1);
+      unsigned char* base = smem + s * L::bytes;
+      const int chunk0 = firstChunk + i * kStageChunks;
+      const bool aInSplit = chunk0 + p / 32 < lastChunk;
+#pragma unroll
+      for (int j = 0; j < kWarps; ++j) {
+        const bool valid = ((aValid >> j) & 1) && aInSplit;
+        cpAsync16(base + aDestination + j * kStageChunks * 32 * 16, aSource[j] + (valid ? i * kStageChunks * 32 : 0), valid);
+      }
+      const bool eInSplit = chunk0 + 2 * ePair < lastChunk;
+#pragma unroll
+      for (int jj = 0; jj < kWarps / 2; ++jj) {
+        const bool valid = ((aValid >> (2 * jj + p / 64)) & 1) && eInSplit;
+        cpAsync4(base + eDestination + jj * 4 * 32 * 4, eSource[jj] + (valid ? i * (kStageChunks / 2) * 32 : 0), valid);
+      }
+#pragma unroll
+      for (int slab = 0; slab < 2; ++slab) {
+        const bool inSplit = chunk0 + slab * 2 + (p % 8) / 4 < lastChunk;
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const bool valid = ((bValid >> r) & 1) && inSplit;
+          cpAsync16(base + bDestination + slab * L::slab + r * 16 * 128,
+                    args.x + (valid ? bOffset[r] + uint32_t(i * kStageChunks * kChunk + slab * 64) : 0u), valid);
+        }
+      }
+      cpAsyncCommit();
+      // Publish stage i - 2 (its copies have landed; two stages stay in flight).
+      if (i >= 2) {
+        cpAsyncWait<2>();
+        fenceProxyAsync();  // generic-proxy writes, read next by wgmma (async proxy)
+        mbarrierArrive(fullBarrier + 8 * ((i - 2) % kStages));
+      }
+    }
+    cpAsyncWait<0>();
+    fenceProxyAsync();
+    for (int i = max(0, myStages - 2); i < myStages; ++i) mbarrierArrive(fullBarrier + 8 * (i % kStages));
     return;
   }
 
@@ -392,6 +298,8 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
   // A warp past the weight's last row tile still takes part in every wgmma
   // (they are warpgroup-wide) on zero-filled fragments; its rows are never stored.
   const WarpTiles<EPILOGUE, 1> tiles(args, warp, blockIdx.x);
+  const WeightArgs& w = tiles.weight;
+  const int rowTile = tiles.first;
   const bool warpActive = tiles.has();
   const int aOffset = L::a + (warp * kStageChunks * 32 + lane) * 16;
   const int eOffset = L::e + (warp * (kStageChunks / 2) * 32 + lane) * 4;
@@ -400,18 +308,56 @@ __device__ __forceinline__ void wgmmaGemm(const GemmArgs& args, int tokenTile) {
   float bank[BANKS - 1][1][NT][4];   // banks 0 .. BANKS-2 (the last is acc minus them)
   RowSelection<N, M, 1, NT>::zero(bank, acc);
   RowSelection<N, M, 1, NT> selection;
-  selection.start(tiles.weight, tiles.first, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk),
-                  warpActive);
+  selection.start(w, rowTile, lane, firstChunk, args.vectorChunks, args.k / (args.vectorChunks * kChunk), warpActive);
+
   for (int i = 0; i < myStages; ++i) {
-    const int s = ring.awaitStage(i);
-    consumeStage<T, N, M, BN>(acc, bank, selection, ring.smem + s * L::bytes, ring.smemAddress + s * L::bytes, aOffset,
-                              eOffset, i, myChunks);
-    mbarrierArrive(ring.emptyBarrier + 8 * s);  // this warpgroup is done with stage s
+    const int s = i % kStages;
+    mbarrierWait(fullBarrier + 8 * s, (i / kStages) & 1);
+    const unsigned char* base = smem + s * L::bytes;
+    uint4 a[kStageChunks];
+    uint32_t e[kStageChunks / 2];
+#pragma unroll
+    for (int c = 0; c < kStageChunks; ++c) a[c] = *reinterpret_cast<const uint4*>(base + aOffset + c * 32 * 16);
+#pragma unroll
+    for (int q = 0; q < kStageChunks / 2; ++q) e[q] = *reinterpret_cast<const uint32_t*>(base + eOffset + q * 32 * 4);
+    const uint64_t descriptor = sw128Descriptor(smemAddress + s * L::bytes + L::b);
+    wgmmaFence();
+    // Chunk C of the stage (a compile-time constant: the selector is an immediate).
+    auto chunkStep = [&](auto constant) {
+      constexpr int c = decltype(constant)::value;
+      const int chunk = i * kStageChunks + c;  // of the split
+      if (chunk < myChunks) {                  // uniform over the CTA
+        // Chunk c reads slab c / 2 at byte 64 (c % 2) of each 128-byte row.
+        const uint64_t b = descriptor + (c / 2) * (L::slab >> 4) + (c % 2) * (64 >> 4);
+        Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);
+        const bool last = chunk == myChunks - 1;
+        if (selection.foldsAfterChunk(last)) {
+          // The fold reads the running total: only after the wgmma completed
+          // (lexically inside this branch, so ptxas sees no read in flight).
+          wgmmaCommit();
+          wgmmaWait<0>();
+          selection.afterChunk(bank, acc, last);
+        } else {
+          selection.skipChunk();
+        }
+      }
+    };
+    static_assert(kStageChunks == 4, "four chunk steps below");
+    chunkStep(Int<0>{});
+    chunkStep(Int<1>{});
+    chunkStep(Int<2>{});
+    chunkStep(Int<3>{});
+    // Drained at every stage's end, unconditionally (a fold may already have
+    // drained it): ptxas then sees no wgmma in flight across the loop's back
+    // edge or a branch, and neither serializes nor injects waits.
+    wgmmaCommit();
+    wgmmaWait<0>();
+    mbarrierArrive(emptyBarrier + 8 * s);  // this warpgroup is done with stage s
   }
   // Both consumer warpgroups are past every wgmma before the tile reuses the ring.
   tileSync<kConsumerBarrier>();
   selection.finish(bank, acc);
-  storeTile<T, N, M, 1, BN, EPILOGUE, kConsumerBarrier>(args, bank, acc, ring.smem, warpActive, blockIdx.x, tokenBase,
+  storeTile<T, N, M, 1, BN, EPILOGUE, kConsumerBarrier>(args, bank, acc, smem, warpActive, blockIdx.x, tokenBase,
                                                          blockIdx.z, thread);
 }
 
