@@ -881,9 +881,9 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
   // A tile of at most half its rows stages them at once: the copies are few,
   // and segments would only add barriers (the MoE layer's grouped launches
   // at decode, 1-4 tokens per expert, were 5-7% slower segmented).
-  const int segment = args.count - tokenBase > BN / 2 ? kTokenSegment : max(myChunks, kTokenSegment);
+  const bool segmented = args.count - tokenBase > BN / 2;
   auto stageTokens = [&](int from) {
-    const int to = min(myChunks, from + segment);
+    const int to = segmented ? min(myChunks, from + kTokenSegment) : myChunks;
     for (int c = from + threadIdx.x / (BN * 4); c < to; c += kThreads / (BN * 4)) {
       cpAsync16(tokenSlot + c * Layout::chunkBytes, tokenSource + c * kChunk, tokenValid);
     }
@@ -911,19 +911,25 @@ __device__ __forceinline__ void streamGemm(const GemmArgs& args, int tokenTile) 
       selection.afterChunk(bank, acc, i == myChunks - 1);
     }
   };
-  for (int i = 0, nextSegment = 0; i < myChunks; i += 2) {
-    if (i == nextSegment) {
-      // Segment i / kTokenSegment landed: each thread's copies of it joined
-      // the ring's group of chunk i - kTokenSegment + D - 1, which its step
-      // of that chunk waited for; the barrier publishes them. Then the next
-      // segment's copies, which join the group of chunk i + D - 1 (issued
-      // by this step).
-      if (i > 0) __syncthreads();
-      stageTokens(i + segment);
-      nextSegment += segment;
+  if (segmented) {
+    for (int i = 0; i < myChunks; i += 2) {
+      if (i % kTokenSegment == 0) {
+        // Segment i / kTokenSegment landed: each thread's copies of it
+        // joined the ring's group of chunk i - kTokenSegment + D - 1, which
+        // its step of that chunk waited for; the barrier publishes them.
+        // Then the next segment's copies, which join the group of chunk
+        // i + D - 1 (issued by this step).
+        if (i > 0) __syncthreads();
+        stageTokens(i + kTokenSegment);
+      }
+      step(i, Constant<true>{});
+      if (i + 1 < myChunks) step(i + 1, Constant<false>{});
     }
-    step(i, Constant<true>{});
-    if (i + 1 < myChunks) step(i + 1, Constant<false>{});
+  } else {
+    for (int i = 0; i < myChunks; i += 2) {
+      step(i, Constant<true>{});
+      if (i + 1 < myChunks) step(i + 1, Constant<false>{});
+    }
   }
   cpAsyncWait<0>();
   __syncthreads();  // every warp is done with the token rows before the epilogue reuses them
