@@ -762,8 +762,8 @@ __device__ __forceinline__ void wideGemm(const GemmArgs& args) {
 // lane streams its own 16-byte A fragments (and 4-byte metadata words)
 // through a private ring of kStreamDepth chunks in shared memory with
 // cp.async: it waits only for its own copies (cp.async.wait_group), so the
-// loop has no barrier and kStreamDepth - 1 chunks per warp stay in flight.
-// The CTA's token rows for its whole k range are staged in shared memory,
+// weight needs no barrier and kStreamDepth - 1 chunks per warp stay in
+// flight. The CTA's token rows for its whole k range are staged in shared memory,
 // in a tile of more than half its rows kTokenSegment chunks at a time: the
 // first segment before the loop, each next one while the loop runs the one
 // before (one barrier per segment); otherwise all at the start.
