@@ -7,13 +7,13 @@
 #   EXP_NOEPI   no epilogue (the tile is stored only if a total is one
 #               particular NaN, which keeps the work alive)
 # Fails if the source no longer has the lines it patches.
+import os
 import sys
-src, dst = sys.argv[1], sys.argv[2]
-s = open(src).read()
-def rep(old, new):
-    global s
-    assert s.count(old) == 1, old
-    s = s.replace(old, new, 1)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from patchlib import Patch  # noqa: E402
+
+patch = Patch()
+rep = patch.rep
 rep("""      chunkMma<T, even ? 0 : 1, 1, NT>(acc, a, metadata, smem + i * Layout::chunkBytes, lane);
       selection.afterChunk(bank, acc, i == myChunks - 1);""",
 """#ifdef EXP_NOMMA
@@ -38,4 +38,4 @@ rep("""  storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, 
 #endif
   storeTile<T, N, M, 1, BN, EPILOGUE>(args, bank, acc, smem, warpActive, rowBlock, tokenBase, blockIdx.z, threadIdx.x);
 }""")
-open(dst, "w").write(s)
+patch.write()

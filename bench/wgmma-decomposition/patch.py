@@ -5,13 +5,13 @@
 #   EXP_NOAE    the producer copies no weight fragments or metadata
 #   EXP_NOWGMMA the consumers issue no wgmma (waits, fold and barriers stay)
 # Fails if the source no longer has the lines it patches.
+import os
 import sys
-src, dst = sys.argv[1], sys.argv[2]
-s = open(src).read()
-def rep(old, new):
-    global s
-    assert s.count(old) == 1, old
-    s = s.replace(old, new, 1)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from patchlib import Patch  # noqa: E402
+
+patch = Patch()
+rep = patch.rep
 rep("""#pragma unroll
       for (int j = 0; j < kWarps; ++j) {
         const bool valid = ((aValid >> j) & 1) && aInSplit;""",
@@ -43,4 +43,4 @@ rep("""        Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);""",
 #else
         Wgmma<T, BN>::template run<c % 2>(acc[0], a[c], b, e[c / 2]);
 #endif""")
-open(dst, "w").write(s)
+patch.write()
