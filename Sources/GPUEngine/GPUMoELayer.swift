@@ -4,6 +4,12 @@ import Kernels
 import SamoyedsFormat
 import SamoyedsModel
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Called between the stages of an enqueued forward with the name of the
 /// stage just enqueued (`DecodeGraph.enqueueEager(marking:)`).
 public typealias StageMark = (String) throws(CUDAError) -> Void
@@ -428,8 +434,17 @@ public final class GPUMoELayer {
       GroupedLaunch.workspaceBytes(gateUp, context: context), GroupedLaunch.workspaceBytes(down, context: context),
       shared.map { PortableKernel.workspaceBytes($0, context: context) }.max() ?? 0)
     let workspace = try self.workspace.atLeast(workspaceBytes, context: context, zeroedOn: stream)
-    try s.slots.fill(byte: 0, on: stream)
-    try mark?("zero slots")
+    // The combine reads every slot. Each admitted entry's slot is written
+    // exactly once by its expert's down tile (plain stores after any split
+    // sum), so only a capacity (OpenMoE), whose dropped entries write
+    // nothing, needs them zeroed first. Without the memset the router's
+    // kernel directly precedes gate/up in the stream (and the graph).
+    if config.router.capacity != nil || Self.alwaysZeroSlots {
+      try s.slots.fill(byte: 0, on: stream)
+      try mark?("zero slots")
+    } else if poisonsUnwrittenSlots {
+      try s.slots.fill(byte: 0xFF, on: stream)  // NaN: a slot no entry wrote would reach the output
+    }
     try GroupedLaunch.run(gateUp, workspace: workspace, library: session.library, stream: stream)
     try mark?("gate/up")
     try GroupedLaunch.run(down, workspace: workspace, library: session.library, stream: stream)
@@ -437,6 +452,14 @@ public final class GPUMoELayer {
     try enqueueCombineAndShared(s, sharedLaunches: shared, workspace: workspace, mark: mark)
     return [g.intermediate, g.identity] + (workspace.map { [$0] } ?? [])
   }
+
+  /// For `verify`: grouped forwards that skip zeroing the slots fill them
+  /// with NaN instead, so a slot that no entry writes shows in the output.
+  public var poisonsUnwrittenSlots = false
+
+  /// `SAMOYEDS_ZERO_SLOTS=1` zeroes the slots before every grouped
+  /// forward, capacity or not (a measurement switch).
+  static let alwaysZeroSlots: Bool = ProcessInfo.processInfo.environment["SAMOYEDS_ZERO_SLOTS"] == "1"
 
   /// Device buffers of one token count T.
   struct Scratch {

@@ -160,6 +160,15 @@ public enum GroupedLaunch {
       context: context)
   }
 
+  /// `SAMOYEDS_GROUPED_SPLITS=n` asks streaming grouped launches for n
+  /// k splits (more where a split's token rows need it; a measurement
+  /// switch).
+  static let forcedStreamSplits: Int? = {
+    guard let text = ProcessInfo.processInfo.environment["SAMOYEDS_GROUPED_SPLITS"], let value = Int(text), value > 0
+    else { return nil }
+    return value
+  }()
+
   /// Grid and splits: tiles ≤ ceil(maxEntries / 16) + min(experts,
   /// maxEntries) (each expert's last tile may be partial); k is split so
   /// that the CTAs of min(experts, maxEntries) tiles fill about two per SM,
@@ -177,6 +186,7 @@ public enum GroupedLaunch {
     let chunks = k / 32
     let active = max(1, min(experts, maxEntries)) * rowBlocks
     var splits = max(1, min(4, 2 * multiprocessors / active, chunks / 2))
+    if let forced = forcedStreamSplits { splits = max(1, min(forced, chunks / 2)) }
     if chunks > maxChunksPerSplit { splits = max(splits, (chunks + maxChunksPerSplit - 1) / maxChunksPerSplit) }
     var perSplit = (chunks + splits - 1) / splits
     perSplit = max(2, (perSplit + 1) / 2 * 2)

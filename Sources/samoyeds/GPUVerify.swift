@@ -436,6 +436,7 @@ struct GPUVerifier {
     let layer = try GPUMoELayer(weights: sparse, session: session, dtype: c.dtype, router: c.router)
     layer.expertLaunch = c.launch
     layer.groupedTiling = c.groupedTiling
+    layer.poisonsUnwrittenSlots = true
     if c.graph {
       // Two replays on the same input must agree bitwise and match the CPU.
       let graph = try layer.captureDecode(tokens: c.tokens)
