@@ -556,6 +556,10 @@ __device__ __forceinline__ void routeSmall(const RoutingArgs& a, unsigned* arriv
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const int e = blockIdx.x * kSmallWarps + warp;
+  // The next launch (the grouped gate/up, a programmatic dependent launch)
+  // may become resident now: it waits for this grid to complete before it
+  // reads the plan, so only its launch overlaps this kernel.
+  allowDependentLaunch();
   if (e < a.experts) {  // uniform over the warp
     float acc[kSmallTokens];
 #pragma unroll
