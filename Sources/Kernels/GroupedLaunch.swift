@@ -143,12 +143,7 @@ public enum GroupedLaunch {
   /// Average entries per expert from which grouped launches use wgmma;
   /// `SAMOYEDS_GROUPED_WGMMA_ENTRIES` overrides it (a large value: never).
   static let wgmmaEntries: Int = {
-    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_GROUPED_WGMMA_ENTRIES"], let value = Int(text),
-      value >= 1
-    {
-      return value
-    }
-    return 32
+    Switches.integer("SAMOYEDS_GROUPED_WGMMA_ENTRIES", atLeast: 1) ?? 32
   }()
 
   /// Whether the Hopper kernel can run `a` here (sm_90a; its producer's
@@ -163,11 +158,7 @@ public enum GroupedLaunch {
   /// `SAMOYEDS_GROUPED_SPLITS=n` asks streaming grouped launches for n
   /// k splits (more where a split's token rows need it; a measurement
   /// switch).
-  static let forcedStreamSplits: Int? = {
-    guard let text = ProcessInfo.processInfo.environment["SAMOYEDS_GROUPED_SPLITS"], let value = Int(text), value > 0
-    else { return nil }
-    return value
-  }()
+  static let forcedStreamSplits: Int? = Switches.integer("SAMOYEDS_GROUPED_SPLITS", atLeast: 1)
 
   /// Grid and splits: tiles ≤ ceil(maxEntries / 16) + min(experts,
   /// maxEntries) (each expert's last tile may be partial); k is split so

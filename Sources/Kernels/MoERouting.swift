@@ -77,10 +77,7 @@ public enum MoERouting {
   /// the last CTA's selection of 16 tokens (two per warp) cost more than
   /// the general path's five launches.
   static let smallPathTokens: Int = {
-    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_ROUTER_SMALL_TOKENS"], let value = Int(text), value >= 0 {
-      return min(value, smallTokens)
-    }
-    return 8
+    Switches.integer("SAMOYEDS_ROUTER_SMALL_TOKENS", atLeast: 0).map { min($0, smallTokens) } ?? 8
   }()
 
   /// Whether `p` takes the one-launch decode path: few tokens, no

@@ -460,10 +460,7 @@ public enum PortableKernel {
   /// hence 48 KB.
   /// `SAMOYEDS_STREAM_SPLIT_BYTES` overrides it (0: no limit).
   static let streamMinimumSplitBytes: Int = {
-    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_STREAM_SPLIT_BYTES"], let value = Int(text), value >= 0 {
-      return value
-    }
-    return 48 << 10
+    Switches.integer("SAMOYEDS_STREAM_SPLIT_BYTES", atLeast: 0) ?? 48 << 10
   }()
 
   /// `plan` on plain numbers.
@@ -555,10 +552,7 @@ public enum PortableKernel {
   /// partials (each tile's last split), instead of a second `_split`
   /// launch. `SAMOYEDS_SPLIT_IN_KERNEL_TOKENS` overrides it (0: never).
   static let splitInKernelTokens: Int = {
-    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_SPLIT_IN_KERNEL_TOKENS"], let value = Int(text), value >= 0 {
-      return value
-    }
-    return 64
+    Switches.integer("SAMOYEDS_SPLIT_IN_KERNEL_TOKENS", atLeast: 0) ?? 64
   }()
 
   /// Whether a split-k launch sums its own partials. The last split of a
@@ -580,10 +574,7 @@ public enum PortableKernel {
   /// (`sumsSplitsInCluster`); `SAMOYEDS_CLUSTER_SUM_SPLITS` overrides it
   /// (0 or 1: never; at most 16, past 8 the non-portable cluster sizes).
   static let clusterSumSplits: Int = {
-    if let text = ProcessInfo.processInfo.environment["SAMOYEDS_CLUSTER_SUM_SPLITS"], let value = Int(text), value >= 0 {
-      return min(value, 16)
-    }
-    return 8
+    Switches.integer("SAMOYEDS_CLUSTER_SUM_SPLITS", atLeast: 0).map { min($0, 16) } ?? 8
   }()
 
   /// Whether a split-k launch of `tiling` sums its splits through
